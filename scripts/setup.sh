@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One-command setup: a Python 3.11 virtualenv with r2genkg installed (editable) + dev tools.
+#
+# The venv lives OUTSIDE the clone, keyed by a hash of the dependency files, and .venv in the
+# repo is a symlink to it. A second clone (or CI on the same machine) reuses it; a change to
+# pyproject.toml or this script makes a fresh one. Override the location with R2GENKG_VENV.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+"$PYTHON" - <<'PY' || { echo "setup: Python 3.11 or 3.12 is required" >&2; exit 1; }
+import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else 1)
+PY
+
+deps_hash=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+cache_root="${R2GENKG_CACHE:-$HOME/.cache/r2genkg}"
+venv="${R2GENKG_VENV:-$cache_root/venv-$deps_hash}"
+
+if [[ -f "$venv/.r2genkg-complete" ]]; then
+    echo "setup: reusing $venv"
+else
+    echo "setup: creating $venv (first run downloads torch & co., several GB)"
+    rm -rf "$venv"
+    mkdir -p "$(dirname "$venv")"
+    "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    # deps first (cached by pip), then the project itself without deps
+    "$venv/bin/python" -m pip install --progress-bar off -e ".[dev]"
+    touch "$venv/.r2genkg-complete"
+fi
+# Always re-point the editable install at *this* clone (cheap, no network).
+"$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
+    || "$venv/bin/python" -m pip install -q --no-deps -e .
+
+ln -sfn "$venv" .venv
+echo "setup: done. Try: .venv/bin/r2genkg --help"
