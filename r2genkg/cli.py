@@ -1,12 +1,36 @@
-"""The `r2genkg` console entry point (placeholder until the subcommands land)."""
+"""The `r2genkg` console entry point: one Typer app, one small module per command group."""
+from __future__ import annotations
+
+import importlib
+import logging
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from r2genkg.env import use_offline_defaults
+
+# Each module exposes register(app); the order here is the order of `r2genkg --help`.
+COMMAND_MODULES = ("demo", "data", "label", "phantoms", "evaluate")
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="R2GenKG: knowledge-graph-grounded chest X-ray report generation.",
+)
 
 
 @app.command()
 def version() -> None:
-    """Print the installed version."""
-    from importlib.metadata import version as v
+    """Print the installed r2genkg version."""
+    from importlib.metadata import version as dist_version
 
-    print(v("r2genkg"))
+    print(dist_version("r2genkg"))
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"r2genkg.commands.{_name}").register(app)
+
+
+def main() -> None:
+    use_offline_defaults()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()

@@ -1,0 +1,1 @@
+"""One module per `r2genkg` command group; each exposes `register(app)`."""

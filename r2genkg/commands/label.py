@@ -1,0 +1,122 @@
+"""`r2genkg label` and `r2genkg label-stats`: the CheXpert-compatible report labeler CLI.
+
+Input: a header-less CSV with one report per row, or an R2Gen annotation.json (+ split).
+Output: a CSV with ``Reports`` then the 14 observation columns holding 1.0 / 0.0 / -1.0 / blank.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from tqdm.auto import tqdm
+
+from cxr.observations import OBSERVATIONS
+from cxr.records import DataError
+
+REPORTS_COLUMN = "Reports"
+SPLITS = ("train", "val", "test")
+
+
+def read_reports_csv(path: Path) -> list[str]:
+    """One report per row, no header (the CheXpert labeler's input). Each row must be one field."""
+    reports: list[str] = []
+    with path.open(newline="", encoding="utf-8") as f:
+        try:
+            for row_number, row in enumerate(csv.reader(f), start=1):
+                if len(row) != 1:
+                    raise DataError(
+                        f"{path}: row {row_number} has {len(row)} fields, expected 1 report per row"
+                        + (" (quote reports that contain commas)" if len(row) > 1 else " (empty line)"))
+                reports.append(row[0])
+        except csv.Error as err:   # e.g. an unterminated quote
+            raise DataError(f"{path}: malformed CSV near row {len(reports) + 1}: {err}") from err
+    return reports
+
+
+def read_reports_annotation(path: Path, split: str | None = None) -> list[str]:
+    """Reports of an R2Gen annotation.json, in file order (train, val, test) or of one split."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected an object with keys {SPLITS}, got {type(data).__name__}")
+    if split is not None and split not in data:
+        raise DataError(f"{path}: no split {split!r}; it has {sorted(data)}")
+    reports: list[str] = []
+    for name in [split] if split else [s for s in data]:
+        for i, item in enumerate(data[name]):
+            if not isinstance(item, dict) or not isinstance(item.get("report"), str):
+                raise DataError(f"{path}: {name}[{i}] has no string field 'report'")
+            reports.append(item["report"])
+    return reports
+
+
+def _load(reports_path: Path | None, annotation: Path | None, split: str | None) -> list[str]:
+    if (reports_path is None) == (annotation is None):
+        raise typer.BadParameter("give exactly one of --reports-path or --annotation")
+    if split is not None and annotation is None:
+        raise typer.BadParameter("--split needs --annotation")
+    if reports_path is not None:
+        return read_reports_csv(reports_path)
+    return read_reports_annotation(annotation, split)
+
+
+def write_labels_csv(path: Path, reports: list[str], labels: np.ndarray) -> None:
+    """CheXpert labeler output: Reports + 14 columns, 1.0 / 0.0 / -1.0, blank for not mentioned."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([REPORTS_COLUMN] + [o.value for o in OBSERVATIONS])
+        for report, row in zip(reports, labels):
+            writer.writerow([report] + ["" if np.isnan(v) else f"{v:.1f}" for v in row])
+
+
+def _label(reports: list[str], progress: bool) -> np.ndarray:
+    from cxr.labeler import ReportLabeler
+
+    results = ReportLabeler().label_many(reports, progress=progress)
+    return np.stack([r.as_array() for r in results]) if results else np.empty((0, len(OBSERVATIONS)))
+
+
+ReportsPath = Annotated[Path | None, typer.Option(
+    "--reports-path", exists=True, dir_okay=False, help="Header-less CSV, one report per row.")]
+AnnotationPath = Annotated[Path | None, typer.Option(
+    "--annotation", exists=True, dir_okay=False, help="R2Gen annotation.json instead of a CSV.")]
+Split = Annotated[str | None, typer.Option("--split", help="Only this split of --annotation.")]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("label")
+    def label(
+        output_path: Annotated[Path, typer.Option("--output-path", help="CSV to write (Reports + 14 columns).")],
+        reports_path: ReportsPath = None,
+        annotation: AnnotationPath = None,
+        split: Split = None,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    ) -> None:
+        """Label reports with the 14 CheXpert observations (CheXpert labeler CSV format)."""
+        try:
+            reports = _load(reports_path, annotation, split)
+        except DataError as err:
+            raise typer.BadParameter(str(err)) from err
+        labels = _label(reports, progress)
+        write_labels_csv(output_path, reports, labels)
+        tqdm.write(f"labelled {len(reports)} reports → {output_path}")
+
+    @app.command("label-stats")
+    def label_stats(reports_path: ReportsPath = None, annotation: AnnotationPath = None,
+                    split: Split = None) -> None:
+        """Print the positive / negative / uncertain / blank rate of each observation."""
+        from cxr.labeler import format_rates, label_rates
+
+        try:
+            reports = _load(reports_path, annotation, split)
+        except DataError as err:
+            raise typer.BadParameter(str(err)) from err
+        typer.echo(f"{len(reports)} reports")
+        typer.echo(format_rates(label_rates(_label(reports, progress=False))))
