@@ -29,7 +29,7 @@ class Observation(str, Enum):
         return self.value.lower().replace(" ", "_")
 
     @classmethod
-    def from_name(cls, name: str) -> "Observation":
+    def from_name(cls, name: str) -> Observation:
         """Accept the column name ("Pleural Effusion"), the slug or the enum name."""
         key = name.strip().lower().replace("_", " ")
         for obs in cls:

@@ -46,11 +46,11 @@ class ErrorPolicy:
     max_messages: int = 20
 
     @classmethod
-    def strict(cls) -> "ErrorPolicy":
+    def strict(cls) -> ErrorPolicy:
         return cls(ErrorMode.STRICT)
 
     @classmethod
-    def lenient(cls) -> "ErrorPolicy":
+    def lenient(cls) -> ErrorPolicy:
         return cls(ErrorMode.LENIENT)
 
     def fail(self, message: str) -> None:

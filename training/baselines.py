@@ -5,8 +5,8 @@ A floor every learned model must beat; it uses the images, so it also checks tha
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class NearestReportBaseline:
         self._bank: np.ndarray | None = None   # (N, D)
         self._reports: list[str] = []
 
-    def fit(self, train: Sequence[StudyRecord]) -> "NearestReportBaseline":
+    def fit(self, train: Sequence[StudyRecord]) -> NearestReportBaseline:
         if not train:
             raise ValueError("NearestReportBaseline.fit needs at least one training study")
         self._bank = np.stack([study_vector(r, self.config) for r in train])

@@ -86,12 +86,17 @@ def _clip_sites(d: DeviceOverlay) -> list[tuple[float, float, float]]:
     return [(-0.45, d.patient.dome(RIGHT) + 0.18, -0.2), (0.12, -0.05, -0.4), (d.side * 0.7, -0.4, 0.0)]
 
 
+def _scatter_clips(c: Canvas, d: DeviceOverlay, rng: np.random.Generator, u0: float, y0: float) -> None:
+    """3-6 short metal dashes around (u0, y0); u is x on the frontal view, z on the lateral."""
+    for _ in range(int(rng.integers(3, 7))):
+        u, y, a = u0 + rng.normal(0, 0.05), y0 + rng.normal(0, 0.05), rng.uniform(0, np.pi)
+        du, dy = 0.018 * np.cos(a), 0.018 * np.sin(a)
+        c.polyline([(u - du, y - dy), (u + du, y + dy)], 0.009, d.v(METAL))
+
+
 def _clips_frontal(c: Canvas, d: DeviceOverlay, rng: np.random.Generator) -> None:
     x0, y0, _ = _clip_sites(d)[int(rng.integers(0, 3))]
-    for _ in range(int(rng.integers(3, 7))):
-        x, y, a = x0 + rng.normal(0, 0.05), y0 + rng.normal(0, 0.05), rng.uniform(0, np.pi)
-        dx, dy = 0.018 * np.cos(a), 0.018 * np.sin(a)
-        c.polyline([(x - dx, y - dy), (x + dx, y + dy)], 0.009, d.v(METAL))
+    _scatter_clips(c, d, rng, x0, y0)
 
 
 def _hardware_frontal(c: Canvas, d: DeviceOverlay, rng: np.random.Generator) -> None:
@@ -140,10 +145,7 @@ def _sternotomy_lateral(c: Canvas, d: DeviceOverlay, rng: np.random.Generator) -
 
 def _clips_lateral(c: Canvas, d: DeviceOverlay, rng: np.random.Generator) -> None:
     _, y0, z0 = _clip_sites(d)[int(rng.integers(0, 3))]
-    for _ in range(int(rng.integers(3, 7))):
-        z, y, a = z0 + rng.normal(0, 0.05), y0 + rng.normal(0, 0.05), rng.uniform(0, np.pi)
-        dz, dy = 0.018 * np.cos(a), 0.018 * np.sin(a)
-        c.polyline([(z - dz, y - dy), (z + dz, y + dy)], 0.009, d.v(METAL))
+    _scatter_clips(c, d, rng, z0, y0)
 
 
 def _hardware_lateral(c: Canvas, d: DeviceOverlay, rng: np.random.Generator) -> None:

@@ -271,15 +271,17 @@ def _enlarged_mediastinum(spec, p, rng, strength):
     gain = 1.0 + (0.6 + 0.7 * s) * (1.0 if strength >= 1 else 0.45)
     over = Blob(BlobKind.HAZE, RIGHT, 0.0, -0.35, -0.35, 0.1, 0.22, 0.16, 0.10 * gain * strength,
                 _seed(rng), in_lung=False)
-    return dataclasses.replace(p, med_half=p.med_half * gain, knob=p.knob * (0.8 + 0.4 * gain)), [_LateralOnly(over)]
+    return dataclasses.replace(p, med_half=p.med_half * gain, knob=p.knob * (0.8 + 0.4 * gain)), [_OnlyIn(View.LATERAL, over)]
 
 
 @dataclass(frozen=True)
-class _LateralOnly:
+class _OnlyIn:
+    """An overlay painted on one view only."""
+    view: View
     overlay: Overlay
 
     def paint(self, c: Canvas) -> None:
-        if c.view is View.LATERAL:
+        if c.view is self.view:
             self.overlay.paint(c)
 
 
@@ -383,18 +385,9 @@ def _fracture(spec, p, rng, strength):
         fractures.append(RibFracture(side, rib0 + k, x, step=(0.25 + 0.2 * s) * strength, gap=0.024))
         if rng.random() < 0.4:  # healing callus
             y = _rib_height(p, rib0 + k, x)
-            overlays.append(_FrontalOnly(Blob(BlobKind.NODULE, side, side * x, y, 0.3, 0.03, 0.025, 0.03,
+            overlays.append(_OnlyIn(View.FRONTAL, Blob(BlobKind.NODULE, side, side * x, y, 0.3, 0.03, 0.025, 0.03,
                                               0.10 * strength, _seed(rng), in_lung=False)))
     return dataclasses.replace(p, fractures=p.fractures + tuple(fractures)), overlays
-
-
-@dataclass(frozen=True)
-class _FrontalOnly:
-    overlay: Overlay
-
-    def paint(self, c: Canvas) -> None:
-        if c.view is View.FRONTAL:
-            self.overlay.paint(c)
 
 
 def _pleural_other(spec, p, rng, strength):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from cxr.readers.common import (
     ImageCheck,
-    as_image_check,
     csv_rows,
+    image_check_for,
     image_problem,
     normalise_split,
     resolve,
@@ -66,9 +66,7 @@ def read_chexpert_plus(
     """
     csv_path = Path(csv_path)
     policy = policy or ErrorPolicy.strict()
-    check = as_image_check(check_images)
-    if check is not ImageCheck.NONE and image_root is None:
-        raise ValueError("check_images needs image_root")
+    check = image_check_for(check_images, image_root)
     wanted = wanted_splits(splits)
     path_column = "path_to_dcm" if use_dicom else "path_to_image"
     studies: dict[str, _Study] = {}

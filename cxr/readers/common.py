@@ -29,6 +29,14 @@ def as_image_check(value: ImageCheck | str | bool) -> ImageCheck:
     return ImageCheck(value)
 
 
+def image_check_for(value: ImageCheck | str | bool, image_root: object) -> ImageCheck:
+    """``as_image_check``, refusing a check that has no ``image_root`` to resolve paths against."""
+    check = as_image_check(value)
+    if check is not ImageCheck.NONE and image_root is None:
+        raise ValueError("check_images needs image_root")
+    return check
+
+
 def normalise_split(value: str) -> str | None:
     """``train`` / ``val`` / ``test`` for a known name (CheXpert's ``valid`` → ``val``), else None."""
     return SPLIT_ALIASES.get(value.strip().lower())

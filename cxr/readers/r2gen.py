@@ -11,7 +11,7 @@ from importlib.resources import files
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cxr.readers.common import ImageCheck, as_image_check, image_problem, resolve, wanted_splits
+from cxr.readers.common import ImageCheck, image_check_for, image_problem, resolve, wanted_splits
 from cxr.records import DataError, ErrorPolicy, StudyRecord
 
 
@@ -86,9 +86,7 @@ def read_r2gen(
     """
     annotation = Path(annotation)
     policy = policy or ErrorPolicy.strict()
-    check = as_image_check(check_images)
-    if check is not ImageCheck.NONE and image_root is None:
-        raise ValueError("check_images needs image_root")
+    check = image_check_for(check_images, image_root)
     wanted = wanted_splits(splits)
     data = load_annotation(annotation)
     if wanted is not None and (absent := sorted(wanted - data.keys())):
