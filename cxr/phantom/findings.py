@@ -382,11 +382,12 @@ def _fracture(spec, p, rng, strength):
     for k in range(count):
         lateral = float(p.lung_lateral_x(side, _rib_height(p, rib0 + k, 0.55)))
         x = lateral - float(rng.uniform(0.05, 0.20))  # over aerated lung, where a break shows best
-        fractures.append(RibFracture(side, rib0 + k, x, step=(0.25 + 0.2 * s) * strength, gap=0.024))
-        if rng.random() < 0.4:  # healing callus
+        # gap ≥ ~1.5 px at 128 px so the break survives the model's downsampling
+        fractures.append(RibFracture(side, rib0 + k, x, step=(0.3 + 0.25 * s) * strength, gap=0.034))
+        if rng.random() < 0.6:  # healing callus: IU fractures are mostly old / healed
             y = _rib_height(p, rib0 + k, x)
-            overlays.append(_OnlyIn(View.FRONTAL, Blob(BlobKind.NODULE, side, side * x, y, 0.3, 0.03, 0.025, 0.03,
-                                              0.10 * strength, _seed(rng), in_lung=False)))
+            overlays.append(_OnlyIn(View.FRONTAL, Blob(BlobKind.NODULE, side, side * x, y, 0.3, 0.035, 0.028, 0.03,
+                                              0.15 * strength, _seed(rng), in_lung=False)))
     return dataclasses.replace(p, fractures=p.fractures + tuple(fractures)), overlays
 
 
