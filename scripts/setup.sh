@@ -28,6 +28,8 @@ else
     # deps first (cached by pip), then the project itself without deps
     "$venv/bin/python" -m pip install --progress-bar off -e ".[dev]"
     touch "$venv/.r2genkg-complete"
+    # keep the cache bounded: drop all but the 3 newest keyed venvs
+    ls -1dt "$cache_root"/venv-* 2>/dev/null | tail -n +4 | xargs -r rm -rf
 fi
 # Always re-point the editable install at *this* clone (cheap, no network).
 "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
