@@ -15,7 +15,7 @@ interpolated at import time from the fixed vocabulary in graphdb.schema.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from graphdb.schema import EXPRESSES, HAS_IMAGE, MENTIONS, RELATIONS, Relation
@@ -202,7 +202,13 @@ RETURN a.key, o.name
 NEIGHBOURS = f"""
 UNWIND $keys AS k
 MATCH (a:Entity {{key: k}})-[x:{KG_RELS}]-(b:Entity)
-RETURN a.key, b.key, b.name, b.type, b.count, x.count
+RETURN a.key, b.key, b.count, x.count
+"""
+
+ENTITY_INFO = """
+UNWIND $keys AS k
+MATCH (e:Entity {key: k})
+RETURN e.key, e.name, e.type, e.count
 """
 
 # ---- schema --------------------------------------------------------------------------------
@@ -221,8 +227,8 @@ NEO4J_SCHEMA: tuple[str, ...] = (
 )
 
 LADYBUG_SCHEMA: tuple[str, ...] = (
-    "CREATE NODE TABLE IF NOT EXISTS Entity(key STRING PRIMARY KEY, name STRING, type STRING, "
-    "aliases STRING[], count INT64)",
+    ("CREATE NODE TABLE IF NOT EXISTS Entity(key STRING PRIMARY KEY, name STRING, type STRING, "
+     "aliases STRING[], count INT64)"),
     "CREATE NODE TABLE IF NOT EXISTS Observation(name STRING PRIMARY KEY, rank INT64)",
     "CREATE NODE TABLE IF NOT EXISTS Study(id STRING PRIMARY KEY, split STRING, dataset STRING)",
     "CREATE NODE TABLE IF NOT EXISTS Image(path STRING PRIMARY KEY, view STRING)",
@@ -271,3 +277,93 @@ LADYBUG = Dialect(
 )
 
 __all__ = ["KG_RELS", "LADYBUG", "NEO4J", "Dialect", "Relation"]
+
+
+# ---- ready queries for Neo4j Browser (docs/neo4j_browser.md shows them; tests run each) ----
+
+@dataclass(frozen=True)
+class BrowserQuery:
+    title: str
+    why: str
+    cypher: str
+    params: dict = field(default_factory=dict)
+
+
+BROWSER_QUERIES: tuple[BrowserQuery, ...] = (
+    BrowserQuery(
+        "Top modifiers of a finding",
+        "How radiologists qualify effusion: size, side, change.",
+        """MATCH (m:Entity)-[r:MODIFY]->(f:Entity {name: $finding})
+RETURN m.name AS modifier, m.type AS type, r.count AS mentions
+ORDER BY mentions DESC LIMIT 15""",
+        {"finding": "effusion"}),
+    BrowserQuery(
+        "Top locations of a finding",
+        "Where effusion is reported.",
+        """MATCH (f:Entity {name: $finding})-[r:LOCATED_AT]->(a:Entity)
+RETURN a.name AS location, a.type AS type, r.count AS mentions
+ORDER BY mentions DESC LIMIT 15""",
+        {"finding": "effusion"}),
+    BrowserQuery(
+        "Everything suggestive of a diagnosis",
+        "Findings that reports say suggest pneumonia (the suggestive_of relation).",
+        """MATCH (f:Entity)-[r:SUGGESTIVE_OF]->(d:Entity {name: $diagnosis})
+RETURN f.name AS finding, f.type AS type, r.count AS mentions
+ORDER BY mentions DESC LIMIT 25""",
+        {"diagnosis": "pneumonia"}),
+    BrowserQuery(
+        "The observation hierarchy",
+        "The coarse, disease level: which entities express each CheXpert observation.",
+        """MATCH (e:Entity)-[:EXPRESSES]->(o:Observation)
+WITH o, e ORDER BY e.count DESC
+RETURN o.rank AS rank, o.name AS observation, count(e) AS entities, collect(e.name)[..8] AS top_entities
+ORDER BY rank"""),
+    BrowserQuery(
+        "One study's graph",
+        "What a report mentions, with certainty, and the KG relations among those entities "
+        "(switch to the Graph view).",
+        """MATCH (s:Study {id: $study})-[m:MENTIONS]->(e:Entity)
+OPTIONAL MATCH (e)-[r:MODIFY|LOCATED_AT|SUGGESTIVE_OF]->(e2:Entity)<-[:MENTIONS]-(s)
+RETURN s, m, e, r, e2""",
+        {"study": "CXR1451_IM-0291"}),
+    BrowserQuery(
+        "Entities shared by two studies",
+        "What two reports have in common, and how each states it.",
+        """MATCH (a:Study {id: $study_a})-[ma:MENTIONS]->(e:Entity)<-[mb:MENTIONS]-(b:Study {id: $study_b})
+RETURN e.name AS entity, e.type AS type, ma.certainty AS in_a, mb.certainty AS in_b
+ORDER BY e.count DESC""",
+        {"study_a": "CXR2384_IM-0942", "study_b": "CXR1451_IM-0291"}),
+    BrowserQuery(
+        "Studies with an observation present",
+        "Studies whose report states an entity of the observation as present.",
+        """MATCH (s:Study)-[:MENTIONS {certainty: 'present'}]->(e:Entity)-[:EXPRESSES]->(o:Observation {name: $observation})
+RETURN s.id AS study, s.split AS split, collect(DISTINCT e.name) AS entities
+ORDER BY study LIMIT 25""",
+        {"observation": "Atelectasis"}),
+    BrowserQuery(
+        "Most often negated findings",
+        "What reports rule out most often (MENTIONS with certainty absent).",
+        """MATCH (:Study)-[m:MENTIONS {certainty: 'absent'}]->(e:Entity)
+RETURN e.name AS entity, count(m) AS studies
+ORDER BY studies DESC LIMIT 15"""),
+    BrowserQuery(
+        "Two-hop neighbourhood of an entity",
+        "The per-study subgraph's 2-hop level, as paths (Graph view).",
+        """MATCH p = (e:Entity {name: $finding})-[:MODIFY|LOCATED_AT|SUGGESTIVE_OF*1..2]-(:Entity)
+RETURN p LIMIT 50""",
+        {"finding": "atelectasis"}),
+    BrowserQuery(
+        "Relation types and their support",
+        "The three M3KG relations: distinct triples and summed mention counts.",
+        """MATCH (:Entity)-[r:MODIFY|LOCATED_AT|SUGGESTIVE_OF]->(:Entity)
+RETURN type(r) AS relation, count(r) AS triples, sum(r.count) AS mentions
+ORDER BY triples DESC"""),
+    BrowserQuery(
+        "Most-mentioned entities of a type",
+        "The hubs of the graph, e.g. devices.",
+        """MATCH (e:Entity {type: $type})
+RETURN e.name AS entity, e.key AS key, e.count AS mentions
+ORDER BY mentions DESC LIMIT 20""",
+        {"type": "devices"}),
+)
+"""Neo4j Browser queries (Neo4j syntax). In the Browser set parameters with ``:param``."""

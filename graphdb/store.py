@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tqdm.auto import tqdm
 
@@ -147,7 +147,7 @@ class GraphStore(ABC):
             self.write(cypher.UPDATE_MENTIONS, batch)
         tick(len(rows) - len(new))
 
-    def __enter__(self) -> GraphStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,6 +17,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from cxr.observations import OBSERVATIONS, Observation
 from graphdb import cypher
 from graphdb.cypher import Dialect
@@ -46,13 +48,6 @@ def _entity(row: Sequence[Any], level: int) -> SubgraphNode:
 
 def _observation(name: str) -> SubgraphNode:
     return SubgraphNode(OBSERVATION, name, name, "observation", 0, 0)
-
-
-def _top(rows: Iterable[Sequence[Any]], budget: int, level: int) -> list[SubgraphNode]:
-    """Rows (key, name, type, count, score) → the top ``budget`` nodes by (score desc, count
-    desc, key): a total order, so both stores agree whatever order rows arrive in."""
-    best = sorted(rows, key=lambda r: (-int(r[4]), -int(r[3] or 0), r[0]))[:budget]
-    return [_entity(r[:4], level) for r in best]
 
 
 def _ranked(nodes: Iterable[SubgraphNode]) -> list[SubgraphNode]:
@@ -87,52 +82,77 @@ def _level0(run: Run, batch: list[tuple[str, StudySeeds]], budget: int) -> dict[
     return out
 
 
+def _index(keys: Iterable[str]) -> tuple[list[str], dict[str, int]]:
+    """Sorted keys and key → position: positions order exactly like the strings."""
+    ordered = sorted(set(keys))
+    return ordered, {k: i for i, k in enumerate(ordered)}
+
+
 def _hop(run: Run, frontier: dict[str, list[str]], exclude: dict[str, set[str]],
          budget: int, level: int) -> dict[str, list[SubgraphNode]]:
     """Each study's top ``budget`` neighbours of its frontier, scored by the summed counts of
-    the edges into the frontier; one NEIGHBOURS query for the whole batch."""
-    union = sorted({k for keys in frontier.values() for k in keys})
-    adjacency: dict[str, list[tuple]] = defaultdict(list)       # frontier key → neighbour rows
-    if union:
-        for key, *row in run(cypher.NEIGHBOURS, {"keys": union}):
-            adjacency[key].append(row)                          # (key, name, type, count, edge count)
-    out = {}
+    the edges into the frontier; one NEIGHBOURS query for the whole batch, numpy per study."""
+    union, fpos = _index(k for keys in frontier.values() for k in keys)
+    rows = run(cypher.NEIGHBOURS, {"keys": union}) if union else []
+    if not rows:
+        return {sid: [] for sid in frontier}
+    src_keys, dst_keys, dst_counts, weights = zip(*rows)
+    cands, cpos = _index(dst_keys)
+    src = np.fromiter((fpos[k] for k in src_keys), np.int64, len(rows))
+    dst = np.fromiter((cpos[k] for k in dst_keys), np.int64, len(rows))
+    w = np.fromiter((int(x or 0) for x in weights), np.int64, len(rows))
+    count = np.zeros(len(cands), np.int64)
+    count[dst] = np.fromiter((int(x or 0) for x in dst_counts), np.int64, len(rows))
+    order = np.argsort(src, kind="stable")
+    src, dst, w = src[order], dst[order], w[order]
+    starts = np.searchsorted(src, np.arange(len(union) + 1))
+
+    chosen: dict[str, list[int]] = {}
     for sid, keys in frontier.items():
-        skip = exclude[sid]
-        score: dict[str, int] = defaultdict(int)
-        info: dict[str, tuple] = {}
-        for k in keys:
-            for nkey, name, kind, count, edge_count in adjacency.get(k, ()):
-                if nkey not in skip:
-                    score[nkey] += int(edge_count or 0)
-                    info[nkey] = (nkey, name, kind, count)
-        out[sid] = _top([(*info[k], v) for k, v in score.items()], budget, level)
-    return out
+        if not keys:
+            chosen[sid] = []
+            continue
+        sel = np.concatenate([np.arange(starts[fpos[k]], starts[fpos[k] + 1]) for k in keys])
+        seen = np.bincount(dst[sel], minlength=len(cands)) > 0
+        score = np.bincount(dst[sel], weights=w[sel], minlength=len(cands)).astype(np.int64)
+        seen[[cpos[k] for k in exclude[sid] if k in cpos]] = False
+        idx = np.flatnonzero(seen)
+        # rank by (score desc, entity count desc, key): key order is index order
+        top = idx[np.lexsort((idx, -count[idx], -score[idx]))][:budget]
+        chosen[sid] = top.tolist()
+    info = {}
+    picked = sorted({cands[i] for ids in chosen.values() for i in ids})
+    if picked:
+        info = {row[0]: _entity(row, level) for row in run(cypher.ENTITY_INFO, {"keys": picked})}
+    return {sid: [info[cands[i]] for i in ids] for sid, ids in chosen.items()}
 
 
 def _edges(run: Run, dialect: Dialect, members: dict[str, list[SubgraphNode]]) -> dict[str, list[SubgraphEdge]]:
-    """Induced edges of every study: one query over the union of the batch's entities."""
-    union = sorted({n.key for nodes in members.values() for n in nodes if n.label == ENTITY})
-    out_edges: dict[str, list[tuple[str, str, int]]] = defaultdict(list)   # head → (tail, type, count)
-    links: dict[str, list[str]] = defaultdict(list)                         # entity → observations
-    if union:
-        for head, rel, tail, count in run(dialect.induced_relations, {"keys": union}):
-            out_edges[head].append((tail, rel, int(count or 0)))
-        for head, obs in run(cypher.INDUCED_LINKS, {"keys": union}):
-            links[head].append(obs)
+    """Induced edges of every study: one query over the union of the batch's entities, then a
+    numpy mask per study. Order: (edge type, head id, tail id)."""
+    union, upos = _index(n.key for nodes in members.values() for n in nodes if n.label == ENTITY)
+    rel_rows = run(dialect.induced_relations, {"keys": union}) if union else []
+    link_rows = run(cypher.INDUCED_LINKS, {"keys": union}) if union else []
+    obs_names, opos = _index(obs for _, obs in link_rows)
+    h = np.array([upos[r[0]] for r in rel_rows], np.int64)
+    t = np.array([upos[r[2]] for r in rel_rows], np.int64)
+    kind = np.array([_EDGE_RANK[r[1]] for r in rel_rows], np.int64)
+    lh = np.array([upos[r[0]] for r in link_rows], np.int64)
+    lo = np.array([opos[r[1]] for r in link_rows], np.int64)
+    # one (immutable) edge object per union edge, shared by the studies that hold it
+    rel_edges = [SubgraphEdge(f"{ENTITY}:{a}", rel, f"{ENTITY}:{b}", int(c or 0)) for a, rel, b, c in rel_rows]
+    link_edges = [SubgraphEdge(f"{ENTITY}:{a}", EXPRESSES, f"{OBSERVATION}:{o}", 1) for a, o in link_rows]
     result = {}
     for sid, nodes in members.items():
-        keys = {n.key for n in nodes if n.label == ENTITY}
-        obs = {n.key for n in nodes if n.label == OBSERVATION}
-        edges = []
-        for head in keys:
-            hid = f"{ENTITY}:{head}"
-            edges += [(_EDGE_RANK[rel], hid, f"{ENTITY}:{tail}", rel, count)
-                      for tail, rel, count in out_edges.get(head, ()) if tail in keys]
-            edges += [(_EDGE_RANK[EXPRESSES], hid, f"{OBSERVATION}:{o}", EXPRESSES, 1)
-                      for o in links.get(head, ()) if o in obs]
-        edges.sort()
-        result[sid] = [SubgraphEdge(h, rel, t, c) for _, h, t, rel, c in edges]
+        mask = np.zeros(len(union), bool)
+        mask[[upos[n.key] for n in nodes if n.label == ENTITY]] = True
+        omask = np.zeros(len(obs_names), bool)
+        omask[[opos[n.key] for n in nodes if n.label == OBSERVATION and n.key in opos]] = True
+        keep = np.flatnonzero(mask[h] & mask[t]) if len(h) else np.zeros(0, np.int64)
+        keep = keep[np.lexsort((t[keep], h[keep], kind[keep]))]
+        lkeep = np.flatnonzero(mask[lh] & omask[lo]) if len(lh) else np.zeros(0, np.int64)
+        lkeep = lkeep[np.lexsort((lo[lkeep], lh[lkeep]))]
+        result[sid] = [rel_edges[i] for i in keep.tolist()] + [link_edges[i] for i in lkeep.tolist()]
     return result
 
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 
 import typer
 
 from r2genkg.env import use_offline_defaults
 
 # Each module exposes register(app); the order here is the order of `r2genkg --help`.
-COMMAND_MODULES = ("demo", "data", "label", "phantoms", "evaluate")
+COMMAND_MODULES = ("demo", "data", "label", "phantoms", "evaluate", "kg")
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -32,5 +33,7 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     use_offline_defaults()
+    # torch_geometric's import calls torch.jit.script, deprecated in torch 2.14: not actionable here.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

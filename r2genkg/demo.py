@@ -1,6 +1,7 @@
 """The data pipeline end to end on the bundled IU X-ray reports (what `r2genkg demo` runs).
 
-annotation → labels (CheXpert-style) → phantom X-rays for a sample → read back → baseline → metrics.
+annotation → labels (CheXpert-style) → phantom X-rays for a sample → M3KG in the graph store +
+the sample's studies → per-study subgraph cache → read back → baseline → metrics.
 Every step writes under one output folder; a rerun reuses what is there (phantoms resume).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cxr.phantom.generate import generate_phantoms
 from cxr.phantom.render import PhantomConfig
 from cxr.readers.common import ImageCheck
 from cxr.readers.r2gen import bundled_iu_annotation, load_annotation, read_r2gen
+from graphdb.store import StoreConfig, StoreKind
 from training.baselines import NearestReportBaseline
 from training.evaluate import EvalResult, evaluate
 
@@ -33,6 +35,7 @@ class DemoConfig:
     seed: int = 0
     workers: int = 1
     meteor: bool = True
+    store: StoreConfig | None = None   # None: the embedded store under <out>/kg
 
     def __post_init__(self) -> None:
         for name in ("train_studies", "test_studies", "image_size", "workers"):
@@ -76,14 +79,17 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> EvalResult:
                                 workers=config.workers)
     console.print(str(summary), highlight=False)
 
-    console.rule("step 4: read them back through the dataset reader")
+    console.rule("step 4: knowledge graph: M3KG + the sample's studies, per-study subgraphs")
+    _knowledge_graph(config, subset, console)
+
+    console.rule("step 5: read them back through the dataset reader")
     train = read_r2gen(subset, image_root=images, splits=["train"], check_images=ImageCheck.DECODE)
     test = read_r2gen(subset, image_root=images, splits=["test"], check_images=ImageCheck.DECODE)
     first = load_image(test[0].image_paths[0])
     console.print(f"{len(train)} train + {len(test)} test studies decoded; e.g. {test[0].image_paths[0]} "
                   f"{first.size[0]}×{first.size[1]} mode {first.mode}", highlight=False)
 
-    console.rule("step 5: nearest-neighbour report retrieval baseline → metrics")
+    console.rule("step 6: nearest-neighbour report retrieval baseline → metrics")
     predictions = NearestReportBaseline().fit(train).predict(test)
     preds_path = config.out / "predictions.jsonl"
     with preds_path.open("w", encoding="utf-8") as f:
@@ -91,3 +97,30 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> EvalResult:
             f.write(json.dumps({"id": record.study_id, "report": report}) + "\n")
     return evaluate(preds_path, subset, "test", meteor=config.meteor,
                     output=config.out / "results.json", progress=True)
+
+
+def _knowledge_graph(config: DemoConfig, subset: Path, console: Console) -> None:
+    """Load the M3KG (idempotent), attach the sample's studies and their mentions, and fill the
+    per-study subgraph cache that training reads."""
+    import time
+
+    from graphdb.extract import RuleExtractor
+    from graphdb.m3kg import load_m3kg
+    from graphdb.pipeline import fill_cache
+    from graphdb.schema import SubgraphSpec
+    from graphdb.store import open_store
+
+    store_config = config.store or StoreConfig(kind=StoreKind.EMBEDDED, path=config.out / "kg")
+    with open_store(store_config) as store:
+        t0 = time.perf_counter()
+        store.upsert(load_m3kg())
+        records = read_r2gen(subset)
+        store.attach_studies(RuleExtractor().extract(records))
+        console.print(f"{store_config.kind.value} store ready in {time.perf_counter() - t0:.1f} s", highlight=False)
+        console.print(store.stats().format(), highlight=False)
+        report = fill_cache(store, subset, None, "labels", SubgraphSpec(), config.out / "subgraphs")
+        console.print(str(report), highlight=False)
+        (example,) = store.study_subgraphs(store.study_seeds([records[0].study_id]))
+        sizes = [len(example.at_level(i).nodes) for i in range(3)]
+        console.print(f"e.g. {records[0].study_id} (seeds: the entities its report mentions): nested levels of "
+                      f"{sizes} nodes, {len(example.edges)} edges", highlight=False)

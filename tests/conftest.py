@@ -45,3 +45,32 @@ def _no_network():
 def iu_annotation() -> Path:
     """The bundled real IU X-ray annotation.json (2,955 reports, no images)."""
     return REPO / "cxr" / "resources" / "iu_xray" / "annotation.json"
+
+
+@pytest.fixture(scope="session")
+def neo4j_settings() -> dict[str, str]:
+    """uri/user/password/database of the Neo4j server from scripts/neo4j.sh (env overrides).
+
+    Skips when the server cannot be reached or refuses the login; with R2GENKG_REQUIRE_NEO4J=1
+    (CI) that is a failure instead.
+    """
+    from neo4j import GraphDatabase
+    from neo4j.exceptions import AuthError, ServiceUnavailable
+
+    settings = {
+        "uri": os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687"),
+        "user": os.environ.get("NEO4J_USER", "neo4j"),
+        "password": os.environ.get("NEO4J_PASSWORD", "r2genkg-dev"),
+        "database": os.environ.get("NEO4J_DATABASE", "neo4j"),
+    }
+    auth = (settings["user"], settings["password"])
+    try:
+        with GraphDatabase.driver(settings["uri"], auth=auth, connection_timeout=5) as driver:
+            driver.verify_connectivity()
+    except (ServiceUnavailable, AuthError, OSError) as e:
+        reason = (f"Neo4j at {settings['uri']} not usable ({type(e).__name__}: {e}); "
+                  "start it with scripts/neo4j.sh start (password from NEO4J_PASSWORD)")
+        if os.environ.get("R2GENKG_REQUIRE_NEO4J") == "1":
+            pytest.fail(f"R2GENKG_REQUIRE_NEO4J=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return settings

@@ -19,10 +19,14 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Sampling and phantom seed.")] = 0,
         workers: Annotated[int, typer.Option(help="Phantom worker processes.")] = 1,
         meteor: Annotated[bool, typer.Option(help="--no-meteor skips METEOR (Java, ~10 s start).")] = True,
+        store: Annotated[str, typer.Option(help="Graph store: embedded (under OUT/kg) or neo4j.")] = "embedded",
+        neo4j_uri: Annotated[str, typer.Option(help="Neo4j Bolt URI (password: $NEO4J_PASSWORD).")] = "bolt://127.0.0.1:7687",
     ) -> None:
         """Read the IU reports, label them, draw phantom X-rays for a sample, read them back, and
-        score a nearest-neighbour retrieval baseline with NLG + clinical-efficacy metrics."""
+        score a nearest-neighbour retrieval baseline with NLG + clinical-efficacy metrics. On the way,
+        load the M3KG into the graph store and cache per-study subgraphs for the sample."""
         from cxr.records import DataError
+        from graphdb.store import GraphStoreError, StoreConfig, StoreKind
         from r2genkg.commands.evaluate import print_result
         from r2genkg.demo import DemoConfig, run_demo
         from training.metrics.meteor import MeteorError
@@ -31,9 +35,10 @@ def register(app: typer.Typer) -> None:
         try:
             config = DemoConfig(out=out, annotation=annotation, train_studies=train_studies,
                                 test_studies=test_studies, image_size=image_size, seed=seed,
-                                workers=workers, meteor=meteor)
+                                workers=workers, meteor=meteor,
+                                store=None if store == "embedded" else StoreConfig(kind=StoreKind(store), uri=neo4j_uri))
             result = run_demo(config, console)
-        except (DataError, MeteorError, ValueError) as exc:
+        except (DataError, GraphStoreError, MeteorError, ValueError) as exc:
             console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from exc
         print_result(console, result)

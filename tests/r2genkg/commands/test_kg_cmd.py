@@ -1,0 +1,69 @@
+"""`r2genkg kg …` through Typer's CliRunner on the embedded store in a temp dir."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from r2genkg.cli import app
+
+
+@pytest.fixture(scope="module")
+def small_annotation(tmp_path_factory, iu_annotation) -> Path:
+    data = json.loads(iu_annotation.read_text())
+    path = tmp_path_factory.mktemp("ann") / "annotation.json"
+    path.write_text(json.dumps({"train": data["train"][:40], "val": data["val"][:10], "test": []}))
+    return path
+
+
+def kg(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["kg", *map(str, args)])
+    return result.exit_code, result.output
+
+
+def test_load_build_stats_subgraphs_resume(tmp_path: Path, small_annotation: Path):
+    store = tmp_path / "kg"
+    code, out = kg("load-m3kg", "--path", store)
+    assert code == 0, out
+    assert "MODIFY 22,397, LOCATED_AT 13,080, SUGGESTIVE_OF 1,947" in out
+    code, out = kg("load-m3kg", "--path", store)            # idempotent
+    assert code == 0 and "Entity 2,418" in out
+
+    code, out = kg("build", "--annotation", small_annotation, "--split", "train", "--studies-only", "--path", store)
+    assert code == 0, out
+    assert "shared entities:" in out and "Study 40" in out and "MODIFY 22,397" in out
+
+    cache = tmp_path / "cache"
+    code, out = kg("subgraphs", "--annotation", small_annotation, "--split", "train", "--seeds", "both",
+                   "--cache", cache, "--path", store)
+    assert code == 0, out
+    assert "40 studies in the cache" in out and "(40 new" in out
+    code, out = kg("subgraphs", "--annotation", small_annotation, "--seeds", "both", "--cache", cache,
+                   "--path", store)
+    assert code == 0, out
+    assert "50 studies in the cache" in out and "(10 new" in out        # resumed: only val is new
+
+    code, out = kg("stats", "--path", store)
+    assert code == 0 and "Study 40" in out and "MENTIONS" in out
+
+
+def test_bad_options_get_one_line_errors(tmp_path: Path, small_annotation: Path):
+    code, out = kg("stats", "--store", "sqlite", "--path", tmp_path / "kg")
+    assert code == 2 and "--store must be 'embedded' or 'neo4j'" in out
+    code, out = kg("subgraphs", "--budgets", "16,48", "--path", tmp_path / "kg", "--annotation", small_annotation)
+    assert code == 2 and "level_budgets must be 3 positive ints" in out
+    code, out = kg("subgraphs", "--path", tmp_path / "empty", "--annotation", small_annotation,
+                   "--cache", tmp_path / "c")
+    assert code == 2 and "kg load-m3kg" in out
+    code, out = kg("build", "--extractor", "llm", "--path", tmp_path / "kg")
+    assert code == 2 and "--llm-base-url and --llm-model" in out
+    code, out = kg("stats", "--store", "neo4j", "--neo4j-uri", "bolt://127.0.0.1:1")
+    assert code == 2 and "cannot reach Neo4j" in out
+
+
+def test_every_kg_command_has_help():
+    for command in ("load-m3kg", "build", "stats", "subgraphs"):
+        code, out = kg(command, "--help")
+        assert code == 0 and "--store" in out
