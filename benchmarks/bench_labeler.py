@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from importlib.resources import files
 
 import numpy as np
+from timing import best_rate
 
 from cxr.labeler import ReportLabeler, format_rates, label_rates
 from cxr.labeler.labeler import split_sentences
@@ -48,22 +48,12 @@ def naive_labeler():
     return label
 
 
-def rate(fn, reports: list[str], repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for r in reports:
-            fn(r)
-        best = min(best, time.perf_counter() - t0)
-    return len(reports) / best
-
-
 def main() -> None:
     reports = load_reports()
     labeler = ReportLabeler()
     labeler.label(reports[0])   # build the matchers outside the timing
-    ours = rate(labeler.label, reports)
-    naive = rate(naive_labeler(), reports)
+    ours = best_rate(labeler.label, reports)
+    naive = best_rate(naive_labeler(), reports)
     print(f"reports: {len(reports)} (bundled IU X-ray), one core, best of 3")
     print(f"ReportLabeler : {ours:8.0f} reports/s   target {TARGET:.0f}/s   ratio {ours / TARGET:.2f}x")
     print(f"naive baseline: {naive:8.0f} reports/s   (one re.search per phrase per sentence)")

@@ -130,6 +130,11 @@ class SubgraphCache:
                                              c.edge_type[e0:e1].tolist(), c.edge_count[e0:e1].tolist(), strict=True))
         return Subgraph(study_id, c.seeds[row], tuple(nodes), edges)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as (folder, table) and map the files again: DataLoader workers started by
+        spawn get a cheap copy instead of every array."""
+        return SubgraphCache.open, (self.root, self.table)
+
     def _missing(self, study_id: str) -> KeyError:
         return KeyError(f"study {study_id!r} is not in the subgraph cache {self.root} ({len(self)} studies)")
 

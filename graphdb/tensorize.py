@@ -185,11 +185,20 @@ def _checked(values: list[int], dtype: type, high: int, what: str, subgraph: Sub
 
 def select_level(arrays: SubgraphArrays, level: int) -> SubgraphArrays:
     """The arrays of ``Subgraph.at_level(level)``: nodes of level ≤ level, edges among them."""
-    keep = arrays.node_level <= level
+    levels, head, tail = arrays.node_level, arrays.edge_head, arrays.edge_tail
+    if not len(levels) or levels.max() <= level:
+        return arrays
+    if (levels[1:] >= levels[:-1]).all():
+        # nodes ordered by level (as the store returns them): a prefix, local indices unchanged
+        n = int(np.searchsorted(levels, level, side="right"))
+        edge_keep = (head < n) & (tail < n)
+        return SubgraphArrays(*(a[:n] for a in arrays[:4]), head[edge_keep], tail[edge_keep],
+                              *(a[edge_keep] for a in arrays[6:]))
+    keep = levels <= level
     new = np.cumsum(keep, dtype=np.int32) - 1   # old local index → new local index
-    edge_keep = keep[arrays.edge_head] & keep[arrays.edge_tail]
-    return SubgraphArrays(*(a[keep] for a in arrays[:4]), new[arrays.edge_head[edge_keep]],
-                          new[arrays.edge_tail[edge_keep]], *(a[edge_keep] for a in arrays[6:]))
+    edge_keep = keep[head] & keep[tail]
+    return SubgraphArrays(*(a[keep] for a in arrays[:4]), new[head[edge_keep]], new[tail[edge_keep]],
+                          *(a[edge_keep] for a in arrays[6:]))
 
 
 def data_from_arrays(node_id: np.ndarray, node_level: np.ndarray, node_logcount: np.ndarray,

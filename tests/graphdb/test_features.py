@@ -78,3 +78,27 @@ def test_bad_model_dirs_name_the_problem(tmp_path: Path):
 def test_default_encoder_is_packaged_and_384d(encoder: TextEncoder):
     assert default_model_dir().is_dir() and "site-packages" in str(default_model_dir())
     assert encoder.dim == 384 and encoder.normalize and encoder.id.startswith("model-mean-l2-")
+
+
+@pytest.mark.slow
+def test_plain_hf_folder_with_cls_pooling(tmp_path: Path):
+    """Any local BERT-like folder (here a tiny random one): no sentence-transformers files, so
+    mean pooling unless asked, no L2, max length from the config; CLS = the first token's state."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(str(default_model_dir()), local_files_only=True).save_pretrained(tmp_path)
+
+    mean = TextEncoder(tmp_path, progress=False)
+    assert (mean.pooling.value, mean.normalize, mean.max_length, mean.dim) == ("mean", False, 64, 32)
+    cls = TextEncoder(tmp_path, pooling="cls", progress=False)
+    assert cls.id != mean.id and cls.id.startswith(f"{tmp_path.name}-cls-")
+    got = cls.encode(TEXTS[:3])
+    model, tok = AutoModel.from_pretrained(tmp_path).eval(), AutoTokenizer.from_pretrained(tmp_path)
+    with torch.inference_mode():
+        want = [model(**tok(t, return_tensors="pt")).last_hidden_state[0, 0].numpy() for t in TEXTS[:3]]
+    np.testing.assert_allclose(got, np.stack(want), atol=1e-5)
