@@ -19,7 +19,7 @@ from cxr.observations import OBSERVATIONS, Observation
 from cxr.readers import bundled_iu_annotation, read_r2gen
 from cxr.records import DataError, StudyRecord
 from graphdb.cache import SubgraphCacheWriter
-from graphdb.schema import StudySeeds, SubgraphSpec
+from graphdb.schema import StudySeeds, Subgraph, SubgraphSpec
 from graphdb.store import GraphStore
 from graphdb.tensorize import NodeTable
 
@@ -60,14 +60,34 @@ class FillReport:
                 f"{self.seconds:.1f} s, {rate:,.0f} studies/s)")
 
 
+GLOBAL_ID = "global"
+"""The study id under which the paper-mode global subgraph is cached."""
+
+
+def fill_global(store: GraphStore, spec: SubgraphSpec, cache_dir: Path) -> FillReport:
+    """Cache the paper's global multi-scale subgraph (one entry, ``GLOBAL_ID``)."""
+    table = _table(store)
+    t0 = time.perf_counter()
+    meta = {"mode": "global", "global_scales": list(spec.global_scales)}
+    with SubgraphCacheWriter(cache_dir, table, meta) as writer:
+        g = store.global_subgraph(spec)
+        new = writer.add([Subgraph(GLOBAL_ID, g.seeds, g.nodes, g.edges)])
+    return FillReport(1, new, time.perf_counter() - t0, cache_dir)
+
+
+def _table(store: GraphStore) -> NodeTable:
+    table = NodeTable.from_nodes(*store.node_table())
+    if len(table) <= len(OBSERVATIONS):
+        raise DataError("the store holds no entities: run `r2genkg kg load-m3kg` first")
+    return table
+
+
 def fill_cache(store: GraphStore, annotation: Path | None, splits: Sequence[str] | None, source: str,
                spec: SubgraphSpec, cache_dir: Path, batch_size: int = 512, chunk: int = 2048) -> FillReport:
     records = [r for r in read_r2gen(annotation or bundled_iu_annotation()) if not splits or r.split in splits]
     if not records:
         raise DataError(f"no studies for split(s) {list(splits or [])} in {annotation or 'the bundled IU annotation'}")
-    table = NodeTable.from_nodes(*store.node_table())
-    if len(table) <= len(OBSERVATIONS):
-        raise DataError("the store holds no entities: run `r2genkg kg load-m3kg` first")
+    table = _table(store)
     meta = {"mode": "per-study", "seeds": source, "level_budgets": list(spec.level_budgets)}
     t0 = time.perf_counter()
     new = 0

