@@ -1,7 +1,8 @@
 """Benchmark: the M3KG in both stores: load time, and per-study subgraphs for all IU studies.
 
 What, side by side in one run, for the embedded store (LadybugDB) and, when reachable, Neo4j:
-  1. loading the full M3KG (37,424 triples) into an empty store, and re-loading it (idempotent);
+  1. loading the full M3KG (37,424 triples) into an empty store, re-loading it (idempotent), and
+     loading it again after clearing the store (Neo4j: restart the server first for the cold number);
   2. per-study 3-level subgraphs for all 2,955 IU studies (seeds: the labeler's observations),
      batched (one round trip per level per 512 studies, equal seeds computed once) against
      one query per study (batch 1, no dedupe, timed on a sample and extrapolated);
@@ -44,6 +45,10 @@ def bench_store(name: str, store: GraphStore, kg: KnowledgeGraph, seeds: list[St
     t0 = time.perf_counter()
     store.upsert(kg)
     reload = time.perf_counter() - t0
+    store.clear()                                  # a second load into an empty store: warm server
+    t0 = time.perf_counter()
+    store.upsert(kg)
+    warm = time.perf_counter() - t0
 
     spec = SubgraphSpec()
     store.study_subgraphs(seeds[:64], spec)        # warm caches / query plans outside the timing
@@ -58,7 +63,7 @@ def bench_store(name: str, store: GraphStore, kg: KnowledgeGraph, seeds: list[St
     single = store.study_subgraphs(seeds[:single_sample], spec, batch_size=1, dedupe=False)
     single_rate = single_sample / (time.perf_counter() - t0)
     assert single == batched[:single_sample], "one-per-study and batched subgraphs differ"
-    return {"name": name, "load": load, "reload": reload, "rate": len(seeds) / batched_s,
+    return {"name": name, "load": load, "warm": warm, "reload": reload, "rate": len(seeds) / batched_s,
             "single_rate": single_rate, "nodedupe_rate": nodedupe_rate, "unique": len({s.signature for s in seeds}),
             "nodes": sum(len(g.nodes) for g in batched) / len(batched),
             "edges": sum(len(g.edges) for g in batched) / len(batched), "graphs": batched}
@@ -93,17 +98,19 @@ def main() -> None:
             print(f"neo4j skipped: {err}\n")
 
     kinds = ["ladybug", "neo4j"]
-    print(f"{'store':22} {'load s':>7} {'target':>7} {'reload s':>8} {'studies/s':>10} {'no-dedupe/s':>11} "
+    print(f"{'store':22} {'load s':>7} {'2nd load':>8} {'target':>7} {'reload s':>8} {'studies/s':>10} {'no-dedupe/s':>11} "
           f"{'1-by-1/s':>9} {'batched/1-by-1':>14} {'nodes':>6} {'edges':>7}")
     for kind, r in zip(kinds, results):
-        print(f"{r['name']:22} {r['load']:7.2f} {LOAD_TARGET[kind]:7.1f} {r['reload']:8.2f} {r['rate']:10.0f} "
+        print(f"{r['name']:22} {r['load']:7.2f} {r['warm']:8.2f} {LOAD_TARGET[kind]:7.1f} {r['reload']:8.2f} {r['rate']:10.0f} "
               f"{r['nodedupe_rate']:11.0f} {r['single_rate']:9.1f} {r['rate'] / r['single_rate']:13.1f}x "
               f"{r['nodes']:6.1f} {r['edges']:7.0f}")
+    print("load: first load into an empty store (Neo4j: right after a server start, cold JIT); 2nd load: "
+          "cleared and loaded again; reload: the same graph again (idempotent, nothing changes)")
     print("studies/s: batched, equal seed sets computed once; no-dedupe/s: batched, every study computed "
           "(first 4x--single-sample studies); 1-by-1/s: batch of 1, no dedupe")
     print()
     for kind, r in zip(kinds, results):
-        print(f"{r['name']}: load {LOAD_TARGET[kind] / r['load']:.2f}x under target; "
+        print(f"{r['name']}: load {LOAD_TARGET[kind] / max(r['load'], r['warm']):.2f}x under target (worst of 2); "
               f"subgraphs {r['rate'] / RATE_TARGET:.2f}x the 500/s target; "
               f"batched {r['rate'] / r['single_rate'] / RATIO_TARGET:.2f}x the 10x target")
     if len(results) == 2:
