@@ -18,7 +18,8 @@ socket.socket.connect = refuse
 socket.create_connection = refuse
 # Third-party libraries may touch state themselves (numpy adds warning filters): import them
 # first so that only the project's own modules are judged.
-for lib in ("numpy", "PIL.Image", "typer", "rich", "tqdm", "torch", "torch_geometric"):
+for lib in ("numpy", "PIL.Image", "typer", "rich", "tqdm", "torch", "torch_geometric",
+            "transformers.models.blip_2.modeling_blip_2"):
     importlib.import_module(lib)
 before = (dict(os.environ), list(sys.path), list(warnings.filters), logging.root.level, len(logging.root.handlers))
 failures = []

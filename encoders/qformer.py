@@ -1,0 +1,155 @@
+"""Disease Q-Former: 14 learned queries (one per CheXpert observation, OBSERVATIONS order)
+cross-attend to visual tokens (B, N, C) → disease tokens (B, 14, D), logits (B, 14) and the
+query→token attention map (B, 14, N) used to mine disease-aware vision tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
+from cxr.observations import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
+
+
+class UncertainPolicy(str, Enum):
+    ONES = "ones"      # CheXpert U-Ones: uncertain counts as positive (the default)
+    ZEROS = "zeros"    # U-Zeros: uncertain counts as negative
+    IGNORE = "ignore"  # U-Ignore: uncertain entries do not enter the loss
+
+
+class BlankPolicy(str, Enum):
+    NEGATIVE = "negative"  # not mentioned (NaN) = absent, as the labeler's consumers usually read it
+    IGNORE = "ignore"      # not mentioned entries do not enter the loss
+
+
+def disease_targets(labels: torch.Tensor, uncertain: UncertainPolicy = UncertainPolicy.ONES,
+                    blank: BlankPolicy = BlankPolicy.NEGATIVE) -> tuple[torch.Tensor, torch.Tensor]:
+    """CheXpert labels (…, 14) in {1, 0, -1, NaN} → (targets in {0, 1}, weights in {0, 1})."""
+    uncertain, blank = UncertainPolicy(uncertain), BlankPolicy(blank)
+    labels = labels.float()
+    is_blank = labels.isnan()
+    is_pos, is_neg, is_unc = labels == POSITIVE, labels == NEGATIVE, labels == UNCERTAIN
+    bad = ~(is_blank | is_pos | is_neg | is_unc)
+    if bad.any():
+        raise ValueError(f"labels must be 1, 0, -1 or NaN; got {labels[bad].unique().tolist()}")
+    targets = (is_pos | (is_unc & (uncertain == UncertainPolicy.ONES))).float()
+    weights = torch.ones_like(labels)
+    if uncertain == UncertainPolicy.IGNORE:
+        weights = weights.masked_fill(is_unc, 0.0)
+    if blank == BlankPolicy.IGNORE:
+        weights = weights.masked_fill(is_blank, 0.0)
+    return targets, weights
+
+
+def disease_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
+                 uncertain: UncertainPolicy = UncertainPolicy.ONES,
+                 blank: BlankPolicy = BlankPolicy.NEGATIVE) -> torch.Tensor:
+    """Mean BCE over the entries that count.
+
+    logits (B, 14); labels (B, 14) CheXpert values 1 / 0 / -1 / NaN (see the policies);
+    mask (B,) or (B, 14) bool, False drops a study or an entry (e.g. studies without labels).
+    With no entry left the loss is 0 (still attached to the graph).
+    """
+    targets, weights = disease_targets(labels.to(logits.device), uncertain, blank)
+    if mask is not None:
+        mask = mask.to(logits.device).bool()
+        weights = weights * (mask[:, None] if mask.ndim == 1 else mask).to(weights.dtype)
+    per_entry = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # (B, 14)
+    return (per_entry * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+@dataclass
+class QFormerConfig:
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    cross_attention_frequency: int = 2  # a cross-attention block every k layers, from layer 0
+    encoder_hidden_size: int = 1024     # = SwinEncoder.out_dim (1024 for Swin-B)
+    num_queries: int = len(OBSERVATIONS)
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    uncertain_policy: UncertainPolicy = UncertainPolicy.ONES
+    blank_policy: BlankPolicy = BlankPolicy.NEGATIVE
+
+    def __post_init__(self) -> None:
+        self.uncertain_policy = UncertainPolicy(self.uncertain_policy)
+        self.blank_policy = BlankPolicy(self.blank_policy)
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"QFormerConfig.hidden_size={self.hidden_size} is not a multiple of "
+                             f"num_heads={self.num_heads}")
+        if not 1 <= self.cross_attention_frequency <= self.num_layers:
+            raise ValueError(f"QFormerConfig.cross_attention_frequency must be in 1..num_layers, "
+                             f"got {self.cross_attention_frequency}")
+        if self.num_queries != len(OBSERVATIONS):
+            raise ValueError(f"QFormerConfig.num_queries must be {len(OBSERVATIONS)} (one per "
+                             f"CheXpert observation), got {self.num_queries}")
+
+    @classmethod
+    def debug(cls, encoder_hidden_size: int = 64, **overrides) -> QFormerConfig:
+        """2 layers of width 32, cross-attention in both: 14 queries in ~31k parameters."""
+        kwargs = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64,
+                  "cross_attention_frequency": 1, "encoder_hidden_size": encoder_hidden_size,
+                  "dropout": 0.0, "attention_dropout": 0.0}
+        return cls(**(kwargs | overrides))
+
+    def to_hf(self) -> Blip2QFormerConfig:
+        return Blip2QFormerConfig(
+            hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads, intermediate_size=self.intermediate_size,
+            cross_attention_frequency=self.cross_attention_frequency,
+            encoder_hidden_size=self.encoder_hidden_size, hidden_dropout_prob=self.dropout,
+            attention_probs_dropout_prob=self.attention_dropout)
+
+
+@dataclass
+class DiseaseOutput:
+    tokens: torch.Tensor              # (B, 14, D)
+    logits: torch.Tensor              # (B, 14)
+    attention: torch.Tensor           # (B, 14, N) last cross-attention layer, mean over heads
+    loss: torch.Tensor | None = None  # disease_loss when labels were given
+
+
+class DiseaseQFormer(nn.Module):
+    """BLIP-2 Q-Former (randomly initialised) with one learned query per observation.
+
+    Head: one Linear(D, 1) per query, stored as a (14, D) weight + (14,) bias. Each query is
+    already a dedicated disease slot; a per-query head costs 14·(D+1) parameters and gives every
+    observation its own bias, i.e. its own prior: prevalences differ by orders of magnitude
+    (Support Devices vs Pleural Other), which a shared head would have to encode in the tokens.
+    """
+
+    def __init__(self, config: QFormerConfig) -> None:
+        super().__init__()
+        self.config = config
+        hf = config.to_hf()
+        hf._attn_implementation = "eager"  # sdpa returns no attention weights; the map needs them
+        self.qformer = Blip2QFormerModel(hf)
+        self.queries = nn.Parameter(torch.randn(1, config.num_queries, config.hidden_size) * 0.02)
+        self.head_weight = nn.Parameter(torch.randn(config.num_queries, config.hidden_size) * 0.02)
+        self.head_bias = nn.Parameter(torch.zeros(config.num_queries))
+
+    @property
+    def out_dim(self) -> int:
+        return self.config.hidden_size
+
+    def forward(self, visual_tokens: torch.Tensor, visual_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, label_mask: torch.Tensor | None = None
+                ) -> DiseaseOutput:
+        """visual_tokens (B, N, C), visual_mask (B, N) bool; labels (B, 14) CheXpert values."""
+        B = visual_tokens.shape[0]
+        queries = self.queries.expand(B, -1, -1)                         # (B, 14, D)
+        out = self.qformer(query_embeds=queries, encoder_hidden_states=visual_tokens,
+                           encoder_attention_mask=visual_mask, output_attentions=True)
+        tokens = out.last_hidden_state                                   # (B, 14, D)
+        logits = torch.einsum("bqd,qd->bq", tokens, self.head_weight) + self.head_bias  # (B, 14)
+        attention = out.cross_attentions[-1].mean(dim=1)                 # (B, H, 14, N) → (B, 14, N)
+        loss = None
+        if labels is not None:
+            loss = disease_loss(logits, labels, label_mask, self.config.uncertain_policy,
+                                self.config.blank_policy)
+        return DiseaseOutput(tokens=tokens, logits=logits, attention=attention, loss=loss)
