@@ -83,20 +83,50 @@ class BiCrossAttention(nn.Module):
         self.norm_v, self.norm_k = nn.LayerNorm(d), nn.LayerNorm(d)
 
     def forward(self, vision: Tensor, graph: Tensor, graph_mask: Tensor,
-                vision_mask: Tensor | None = None) -> FusionOutput:
-        """vision (B, Nv, Cv), graph (B, Nk, Cg), graph_mask (B, Nk) bool, vision_mask (B, Nv) bool."""
+                vision_mask: Tensor | None = None, graph_queries: Tensor | None = None,
+                graph_query_mask: Tensor | None = None) -> FusionOutput:
+        """vision (B, Nv, Cv), graph (B, Nk, Cg), graph_mask (B, Nk) bool, vision_mask (B, Nv) bool.
+
+        ``graph_queries`` (B, Nq, Cg) + mask: KG2V queries other than the graph keys (e.g. the S
+        multi-scale tokens, so the prompt gets S tokens instead of one per node); default: graph.
+        """
         if vision_mask is None:
             vision_mask = torch.ones(vision.shape[:2], dtype=torch.bool, device=vision.device)
+        if graph_queries is None:
+            graph_queries, graph_query_mask = graph, graph_mask
+        elif graph_query_mask is None:
+            graph_query_mask = torch.ones(graph_queries.shape[:2], dtype=torch.bool, device=graph.device)
         v, k = self.vision_proj(vision), self.graph_proj(graph)       # (B, Nv, D), (B, Nk, D)
-        v2kg, kg2v = v, k
+        v2kg, kg2v = v, self.graph_proj(graph_queries)                # kg2v: (B, Nq, D)
         for block in self.v2kg:
             v2kg = block(v2kg, k, graph_mask)
         for block in self.kg2v:
             kg2v = block(kg2v, v, vision_mask)
         # padded query rows carry no meaning: zero them so nothing downstream can read them
         v2kg = self.norm_v(v2kg) * vision_mask.unsqueeze(-1).to(v2kg.dtype)
-        kg2v = self.norm_k(kg2v) * graph_mask.unsqueeze(-1).to(kg2v.dtype)
+        kg2v = self.norm_k(kg2v) * graph_query_mask.unsqueeze(-1).to(kg2v.dtype)
         return FusionOutput(v2kg, kg2v)
+
+
+class BankAttention(nn.Module):
+    """Each disease token attends only to its own observation's k retrieved bank tokens.
+
+    tokens (B, Q, D) + bank (B, Q, k, C) + bank_mask (B, Q, k) → (B, Q, D). Rows are folded to
+    (B·Q, 1, D) queries over (B·Q, k, D) keys; a row with no retrieved token (empty bank, first
+    epoch) gets a zero attention update (CrossBlock's rule).
+    """
+
+    def __init__(self, dim: int, bank_dim: int, heads: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.kv_proj = _proj(bank_dim, dim)
+        self.block = CrossBlock(CrossAttentionConfig(dim=dim, heads=heads, dropout=dropout))
+
+    def forward(self, tokens: Tensor, bank: Tensor, bank_mask: Tensor) -> Tensor:
+        B, Q, k, _ = bank.shape
+        D = tokens.size(-1)
+        kv = self.kv_proj(bank).reshape(B * Q, k, D)
+        out = self.block(tokens.reshape(B * Q, 1, D), kv, bank_mask.reshape(B * Q, k))
+        return out.reshape(B, Q, D)
 
 
 def _proj(width: int | None, dim: int) -> nn.Module:

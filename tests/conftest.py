@@ -74,3 +74,16 @@ def neo4j_settings() -> dict[str, str]:
             pytest.fail(f"R2GENKG_REQUIRE_NEO4J=1 but {reason}", pytrace=False)
         pytest.skip(reason)
     return settings
+
+
+@pytest.fixture(scope="session")
+def m3kg_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded store holding the bundled M3KG, loaded once per session (open it read-write,
+    one GraphStore at a time)."""
+    from graphdb.m3kg import load_m3kg
+    from graphdb.store import EmbeddedGraphStore
+
+    path = tmp_path_factory.mktemp("kg") / "embedded"
+    with EmbeddedGraphStore(path) as store:
+        store.upsert(load_m3kg())
+    return path

@@ -1,0 +1,216 @@
+"""R2GenKG: images (B, V, 1, S, S) → 14 disease probabilities + report text.
+
+step 1 vision: Swin per view, fused over views           → visual tokens (B, Nv, Cv)
+step 2 disease queries: Q-Former, 14 queries + head       → disease tokens (B, 14, Dq), logits (B, 14)
+step 3 knowledge: seeds → subgraphs → R-GCN, multi-scale  → scale tokens (B, S, Dg), node tokens (B, M, Dg)
+step 4 cross-attention: V2KG (B, Nv, D), KG2V (B, S, D)
+step 5 disease-aware vision tokens: top-k bank tokens per disease token → disease tokens refined
+step 6 project every group to the LLM width, splice into the prompt (generator/prompt.py), decode
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from cxr.observations import OBSERVATIONS, Observation
+from encoders.fusion import BankAttention, BiCrossAttention
+from encoders.graph import GraphOutput, MultiScaleFusion
+from encoders.qformer import DiseaseOutput, DiseaseQFormer, disease_targets
+from encoders.vision import SwinEncoder
+from generator.config import KG2VQueries, KGMode, ModelConfig
+from generator.llm import build_llm, embed_tokens, generate_from_embeds
+from generator.prompt import prompt_ids, report_ids, splice_for_generation, splice_for_training
+from graphdb.provider import SubgraphBatch, SubgraphProvider
+from retrieval.index import TokenIndex
+from retrieval.tokens import RetrievedTokens, retrieve_for_batch
+
+
+@dataclass
+class GenerationSettings:
+    num_beams: int = 1
+    max_new_tokens: int = 60
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_beams < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"GenerationSettings: num_beams={self.num_beams} and "
+                             f"max_new_tokens={self.max_new_tokens} must be ≥ 1")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"GenerationSettings.repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+
+@dataclass
+class Evidence:
+    seeds: tuple[str, ...] = ()            # what the study's subgraph grew from
+    node_ids: tuple[str, ...] = ()         # the subgraph's nodes ("Entity:<key>", "Observation:<name>")
+    retrieved: dict[str, list[int]] = field(default_factory=dict)  # observation → bank token ids
+
+
+@dataclass
+class GenerationResult:
+    study_id: str
+    report: str
+    probabilities: dict[str, float]        # the classifier's 14 observation probabilities
+    evidence: Evidence
+
+
+@dataclass
+class Encoded:
+    prefix: Tensor                         # (B, P, H) projected, spliced between the prompt parts
+    disease: DiseaseOutput
+    visual: Tensor                         # (B, Nv, Cv) detached: what the training loop mines
+    subgraphs: SubgraphBatch | None
+    retrieved: RetrievedTokens | None
+
+
+@dataclass
+class ModelOutput:
+    loss: Tensor
+    lm_loss: Tensor
+    classifier_loss: Tensor
+    encoded: Encoded
+
+
+def _projection(width: int, hidden: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(width, hidden), nn.LayerNorm(hidden))
+
+
+class R2GenKG(nn.Module):
+    """The whole model. Graph access (``provider``) and the disease-token bank are injected."""
+
+    def __init__(self, config: ModelConfig, tokenizer: PreTrainedTokenizerBase,
+                 features: np.ndarray | None = None, provider: SubgraphProvider | None = None) -> None:
+        super().__init__()
+        self.vision = SwinEncoder(config.vision)
+        use_kg = config.kg.mode != KGMode.NONE
+        if use_kg and (features is None or provider is None):
+            raise ValueError(f"kg.mode={config.kg.mode.value} needs node features and a subgraph provider")
+        text_dim = features.shape[1] if features is not None else config.kg.graph.text_dim
+        self.config = config = config.derive(self.vision.out_dim, text_dim)
+        self.tokenizer = tokenizer
+        self.provider = provider
+        self.bank: TokenIndex | None = None   # set by the training loop / checkpoint loader
+        self.qformer = DiseaseQFormer(config.qformer)
+        self.graph = MultiScaleFusion(config.kg.multiscale(), features) if use_kg else None
+        self.fusion = BiCrossAttention(config.fusion) if config.cross_attention else None
+        dq, cv, dg, d = config.qformer.hidden_size, self.vision.out_dim, config.kg.graph.out_dim, config.fusion.dim
+        self.bank_attention = (BankAttention(dq, cv, config.disease_tokens.heads, config.qformer.dropout)
+                               if config.disease_tokens.enabled else None)
+        self.llm = build_llm(config.llm, tokenizer)
+        h = self.llm.config.get_text_config().hidden_size
+        self.proj = nn.ModuleDict({"visual": _projection(cv, h)})
+        if use_kg:
+            self.proj["kg"] = _projection(dg, h)
+        if self.fusion is not None:
+            self.proj["v2kg"], self.proj["kg2v"] = _projection(d, h), _projection(d, h)
+        if config.disease_tokens.enabled:
+            self.proj["disease"] = _projection(dq, h)
+        self.prompt = prompt_ids(tokenizer, config.prompt)
+
+    # ---- steps 1-6: everything before the LLM ----
+    def encode(self, images: Tensor, view_mask: Tensor, study_ids: list[str],
+               labels: Tensor | None = None, teacher_forcing: bool = False) -> Encoded:
+        # step 1: vision
+        vis = self.vision(images, view_mask)                                   # (B, Nv, Cv)
+        # step 2: disease queries (+ classifier loss when labels are given)
+        disease = self.qformer(vis.tokens, vis.mask, labels)
+        parts: list[Tensor] = [self.proj["visual"](vis.tokens) * vis.mask.unsqueeze(-1)]
+        # step 3: knowledge
+        subgraphs = None
+        if self.graph is not None:
+            subgraphs = self._subgraphs(disease.logits, labels if teacher_forcing else None, len(study_ids))
+            ms = self.graph(subgraphs.graphs)                                  # (U, ...) distinct graphs
+            idx = subgraphs.index.to(images.device)
+            scales, scale_mask = ms.scales[idx], ms.scale_mask[idx]            # (B, S, Dg), (B, S)
+            nodes = GraphOutput(ms.graph.nodes[idx], ms.graph.mask[idx], ms.graph.level[idx])
+            parts.append(self.proj["kg"](scales) * scale_mask.unsqueeze(-1))
+            # step 4: cross-attention both ways
+            if self.fusion is not None:
+                queries = (scales, scale_mask) if self.config.kg.kg2v_queries == KG2VQueries.SCALES \
+                    else (nodes.nodes, nodes.mask)
+                fused = self.fusion(vis.tokens, nodes.nodes, nodes.mask, vis.mask, *queries)
+                parts += [self.proj["v2kg"](fused.v2kg), self.proj["kg2v"](fused.kg2v)]
+        # step 5: disease-aware vision tokens
+        retrieved = None
+        if self.bank_attention is not None:
+            tokens = disease.tokens
+            if self.bank is not None and len(self.bank):
+                # query = the disease's attention-weighted visual token: the space the bank was mined in
+                query = torch.einsum("bqn,bnc->bqc", disease.attention, vis.tokens)
+                retrieved = retrieve_for_batch(self.bank, query, study_ids, self.config.disease_tokens.top_k,
+                                               training=self.training)
+                tokens = self.bank_attention(tokens, retrieved.tokens, retrieved.mask)
+            parts.append(self.proj["disease"](tokens))
+        # step 6 (first half): the prefix, in the documented order
+        prefix = torch.cat(parts, dim=1)
+        return Encoded(prefix, disease, vis.tokens.detach(), subgraphs, retrieved)
+
+    def _subgraphs(self, logits: Tensor, labels: Tensor | None, batch: int) -> SubgraphBatch:
+        assert self.provider is not None
+        if self.config.kg.mode == KGMode.GLOBAL:
+            g = self.provider.global_graph()
+            return SubgraphBatch(g.graphs.to(logits.device), torch.zeros(batch, dtype=torch.long), g.subgraphs)
+        if labels is not None:   # teacher forcing: the report's own positive (and uncertain) labels
+            positive = disease_targets(labels, self.config.qformer.uncertain_policy)[0] > 0.5
+        else:
+            probs = torch.sigmoid(logits.detach().float())
+            positive = probs >= self.config.kg.seed_threshold
+            # a study needs some seed: fall back to its most probable observation
+            positive[torch.arange(batch), probs.argmax(1)] |= ~positive.any(1)
+        seed_sets = [tuple(o for o, p in zip(OBSERVATIONS, row) if p) for row in positive.tolist()]
+        sub = self.provider.batch(seed_sets)
+        return SubgraphBatch(sub.graphs.to(logits.device), sub.index, sub.subgraphs)
+
+    # ---- training ----
+    def forward(self, images: Tensor, view_mask: Tensor, study_ids: list[str], labels: Tensor,
+                reports: list[str], teacher_forcing: bool = False) -> ModelOutput:
+        enc = self.encode(images, view_mask, study_ids, labels, teacher_forcing)
+        targets = report_ids(self.tokenizer, reports, self.config.max_report_tokens)
+        embeds, mask, lm_labels = splice_for_training(embed_tokens(self.llm), self.prompt, enc.prefix,
+                                                      targets, self.tokenizer.pad_token_id)
+        lm_loss = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=lm_labels).loss
+        cls_loss = enc.disease.loss if enc.disease.loss is not None else lm_loss.new_zeros(())
+        return ModelOutput(lm_loss + self.config.classifier_weight * cls_loss, lm_loss, cls_loss, enc)
+
+    # ---- the one generate path: validation, test, batch and the API all call this ----
+    @torch.no_grad()
+    def generate(self, images: Tensor, view_mask: Tensor, study_ids: list[str],
+                 settings: GenerationSettings | None = None) -> list[GenerationResult]:
+        settings = settings or GenerationSettings()
+        was_training = self.training
+        self.eval()
+        try:
+            enc = self.encode(images, view_mask, study_ids)
+            embeds, mask = splice_for_generation(embed_tokens(self.llm), self.prompt, enc.prefix)
+            out = generate_from_embeds(
+                self.llm, embeds, mask, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
+                repetition_penalty=settings.repetition_penalty, length_penalty=settings.length_penalty,
+                no_repeat_ngram_size=settings.no_repeat_ngram_size, do_sample=False,
+                eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+        finally:
+            self.train(was_training)
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        probs = torch.sigmoid(enc.disease.logits.float()).cpu().numpy()
+        return [GenerationResult(sid, text.strip(), {o.value: float(p) for o, p in zip(OBSERVATIONS, probs[b])},
+                                 self._evidence(enc, b))
+                for b, (sid, text) in enumerate(zip(study_ids, texts))]
+
+    @staticmethod
+    def _evidence(enc: Encoded, b: int) -> Evidence:
+        ev = Evidence()
+        if enc.subgraphs is not None:
+            ev.seeds, ev.node_ids = enc.subgraphs.seeds(b), enc.subgraphs.node_ids(b)
+        if enc.retrieved is not None:
+            ids = enc.retrieved.ids[b].tolist()
+            ev.retrieved = {o.value: [i for i in row if i >= 0] for o, row in zip(OBSERVATIONS, ids)}
+        return ev
+
+
+def positive_observations(result: GenerationResult, threshold: float = 0.5) -> list[Observation]:
+    return [Observation(name) for name, p in result.probabilities.items() if p >= threshold]

@@ -1,0 +1,106 @@
+"""Subgraphs for the model: observation seeds → tensorized per-study subgraphs, or the global one.
+
+Per-study subgraphs grow from a set of observations (the report's labels under teacher forcing,
+the classifier's predictions otherwise). There are 2^14 possible sets but a dataset uses few
+(138 on all of IU X-ray), so each set is computed once through the store and memoised; a batch
+encodes only its distinct sets. ``SubgraphProvider.batch`` → PyG Batch of U unique graphs +
+(B,) row index into it.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch
+
+from cxr.observations import Observation
+from graphdb.features import TextEncoder, node_features
+from graphdb.m3kg import load_m3kg
+from graphdb.schema import StudySeeds, Subgraph, SubgraphSpec
+from graphdb.store import GraphStore, StoreConfig, open_store
+from graphdb.tensorize import NodeTable, SubgraphData, collate, tensorize
+
+SeedSet = tuple[Observation, ...]
+
+
+@dataclass
+class SubgraphBatch:
+    graphs: Batch                  # U distinct subgraphs
+    index: torch.Tensor            # (B,) long: study b uses graphs[index[b]]
+    subgraphs: list[Subgraph]      # (U,) the graphs as nodes/edges, for evidence
+
+    def node_ids(self, b: int) -> tuple[str, ...]:
+        return tuple(n.id for n in self.subgraphs[int(self.index[b])].nodes)
+
+    def seeds(self, b: int) -> tuple[str, ...]:
+        return self.subgraphs[int(self.index[b])].seeds
+
+
+class SubgraphProvider:
+    """Memoised seed set → (Subgraph, SubgraphData), computed in batches through a GraphStore."""
+
+    def __init__(self, store: GraphStore, spec: SubgraphSpec, table: NodeTable | None = None) -> None:
+        self.store = store
+        self.spec = spec
+        self.table = table or NodeTable.from_nodes(*store.node_table())
+        self._memo: dict[SeedSet, tuple[Subgraph, SubgraphData]] = {}
+        self._global: tuple[Subgraph, SubgraphData] | None = None
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    def _fill(self, seed_sets: Sequence[SeedSet]) -> None:
+        todo = sorted({s for s in seed_sets if s not in self._memo}, key=lambda s: [o.value for o in s])
+        if not todo:
+            return
+        seeds = [StudySeeds(f"seeds:{i}", observations=s) for i, s in enumerate(todo)]
+        for seed_set, graph in zip(todo, self.store.study_subgraphs(seeds, self.spec)):
+            self._memo[seed_set] = (graph, tensorize(graph, self.table))
+
+    def warm(self, seed_sets: Sequence[SeedSet]) -> int:
+        """Compute every set not yet memoised (e.g. all the training labels' sets) in one go."""
+        before = len(self._memo)
+        self._fill([canonical(s) for s in seed_sets])
+        return len(self._memo) - before
+
+    def batch(self, seed_sets: Sequence[SeedSet]) -> SubgraphBatch:
+        canon = [canonical(s) for s in seed_sets]
+        self._fill(canon)
+        unique = list(dict.fromkeys(canon))
+        row = {s: i for i, s in enumerate(unique)}
+        index = torch.tensor([row[s] for s in canon], dtype=torch.long)
+        return SubgraphBatch(collate([self._memo[s][1] for s in unique]), index,
+                             [self._memo[s][0] for s in unique])
+
+    def global_graph(self) -> SubgraphBatch:
+        """The paper's global multi-scale subgraph, as a one-graph batch (index broadcast by caller)."""
+        if self._global is None:
+            graph = self.store.global_subgraph(self.spec)
+            self._global = (graph, tensorize(graph, self.table))
+        graph, data = self._global
+        return SubgraphBatch(collate([data]), torch.zeros(1, dtype=torch.long), [graph])
+
+
+def canonical(seed_set: Sequence[Observation | str]) -> SeedSet:
+    """Sorted, deduplicated, in the 14-column order; strings are accepted by name."""
+    obs = {o if isinstance(o, Observation) else Observation.from_name(o) for o in seed_set}
+    return tuple(o for o in Observation if o in obs)
+
+
+def open_knowledge(store_config: StoreConfig, spec: SubgraphSpec, features_cache: str | Path,
+                   features_model: str | Path | None = None) -> tuple[GraphStore, SubgraphProvider, np.ndarray]:
+    """Open the store (loading the bundled M3KG into an empty one), its node table's text
+    features (embedded once, cached on disk) and a provider over it. The caller closes the store."""
+    store = open_store(store_config)
+    try:
+        if store.stats().nodes.get("Entity", 0) == 0:
+            store.upsert(load_m3kg(), progress=True)
+        table = NodeTable.from_nodes(*store.node_table())
+        features = node_features(table, TextEncoder(features_model), features_cache)
+    except BaseException:
+        store.close()
+        raise
+    return store, SubgraphProvider(store, spec, table), features

@@ -1,0 +1,114 @@
+"""training.loop end to end on the debug config: exact resume, NaN stop keeping the last good
+checkpoint, a checkpoint/config mismatch that names the field, unreadable images skipped and
+counted, and checkpoint evaluation (NLG + CE + AUROC + evidence)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.generator.conftest import debug_experiment
+from training.checkpoint import CheckpointError
+from training.loop import TrainingDiverged, latest_checkpoint, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, m3kg_store):
+    """Phantoms and node features made once for the module (both are resumable caches)."""
+    root = tmp_path_factory.mktemp("loop")
+    return root, m3kg_store
+
+
+def experiment(shared, run: str, *overrides: str):
+    root, store = shared
+    cfg = debug_experiment(root, store, "train.validate=false", "train.log_every=1",
+                           "data.limit={train: 24, val: 4, test: 6}", *overrides)
+    cfg.train.output_dir = str(root / run)
+    return cfg
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    with (run_dir / "train_log.csv").open() as f:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}
+
+
+def test_resume_matches_an_uninterrupted_run(shared):
+    straight = train(experiment(shared, "straight", "train.max_steps=5"), resume=False, progress=False)
+    train(experiment(shared, "resumed", "train.max_steps=2"), resume=False, progress=False)
+    resumed = train(experiment(shared, "resumed", "train.max_steps=5"), resume=True, progress=False)
+    a, b = losses(straight.output_dir), losses(resumed.output_dir)
+    assert sorted(b) == [1, 2, 3, 4, 5]
+    for step in (3, 4, 5):   # step 3 is the first after the restart; 4 crosses an epoch boundary
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), (step, a, b)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(shared, monkeypatch):
+    from generator.model import R2GenKG
+
+    real = R2GenKG.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(R2GenKG, "forward", poisoned)
+    cfg = experiment(shared, "nan", "train.save_every=1")
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 1, step 3.*Last good checkpoint: .*step-0000002"):
+        train(cfg, resume=False, progress=False)
+    assert latest_checkpoint(Path(cfg.train.output_dir)).name == "step-0000002"
+
+
+def test_resume_with_a_different_model_names_the_field(shared):
+    train(experiment(shared, "mismatch", "train.max_steps=1"), resume=False, progress=False)
+    with pytest.raises(CheckpointError, match=r"model\.llm\.hidden_size: 64 != 32"):
+        train(experiment(shared, "mismatch", "model.llm.hidden_size=32", "model.llm.num_heads=2"),
+              resume=True, progress=False)
+
+
+def test_unreadable_images_are_skipped_and_counted(shared):
+    root, _ = shared
+    cfg = experiment(shared, "corrupt", "train.max_steps=3")
+    from training.data import load_split, prepare_images
+
+    prepare_images(cfg.data, progress=False)
+    record = load_split(cfg.data, "train")[0]
+    saved = {p: (Path(cfg.data.image_root) / p).read_bytes() for p in record.image_paths}
+    try:
+        for p in record.image_paths:
+            (Path(cfg.data.image_root) / p).write_bytes(b"not a png")
+        cfg.train.output_dir = str(root / "corrupt")
+        (root / ".image_cache").exists() and __import__("shutil").rmtree(root / ".image_cache")
+        result = train(cfg, resume=False, progress=False)
+    finally:
+        for p, data in saved.items():
+            (Path(cfg.data.image_root) / p).write_bytes(data)
+        __import__("shutil").rmtree(root / ".image_cache", ignore_errors=True)
+    assert result.state.step == 3
+    assert result.skipped_studies == 1
+
+
+def test_evaluate_checkpoint_writes_metrics_auroc_and_evidence(shared):
+    from training.evaluate_checkpoint import evaluate_checkpoint
+
+    cfg = experiment(shared, "evaluated", "train.epochs=1")
+    result = train(cfg, resume=False, progress=False)
+    assert result.best is not None and (result.best / "bank").is_dir()
+    report = evaluate_checkpoint(result.best, "test", meteor=False, progress=False)
+    payload = json.loads((report.output_dir / "results.json").read_text())
+    assert payload["counts"]["scored"] == 6
+    assert set(payload["classifier_auroc"]) >= {"No Finding", "Cardiomegaly"}
+    assert payload["metrics"]["ce_14"]["micro"]["f1"] >= 0.0
+    rows = [json.loads(line) for line in (report.output_dir / "predictions.jsonl").open()]
+    assert len(rows) == 6 and len(rows[0]["probabilities"]) == 14
+    ev = rows[0]["evidence"]
+    assert ev["seeds"] and ev["node_ids"] and isinstance(ev["retrieved"], dict)
+    assert torch.load(result.best / "model.pt", weights_only=True)
