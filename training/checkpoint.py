@@ -109,6 +109,14 @@ def load_model_state(model: R2GenKG, state: dict[str, torch.Tensor], source: Pat
     model.load_state_dict(state, strict=False)
 
 
+def load_weights(model: R2GenKG, directory: Path) -> None:
+    """The checkpoint's weights (strictly checked) and its disease-token bank, onto ``model``."""
+    state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
+    load_model_state(model, state, directory)
+    if (directory / BANK_DIR).is_dir():
+        model.bank = TokenIndex.load(directory / BANK_DIR)
+
+
 def save_checkpoint(directory: Path, model: R2GenKG, config: ExperimentConfig,
                     trainer_state: dict[str, Any] | None = None) -> Path:
     directory = Path(directory)
@@ -142,6 +150,13 @@ def read_config(directory: Path) -> ExperimentConfig:
     return from_dict(ExperimentConfig, yaml.safe_load(path.read_text(encoding="utf-8")))
 
 
+def read_tokenizer(directory: Path, saved: ExperimentConfig) -> Any:
+    """The checkpoint's tokenizer (trained on its reports), or the local LLM folder's."""
+    if saved.model.llm.path is None:
+        return load_built_llm(directory, saved.model.llm)[1]
+    return load_tokenizer(saved.model.llm, None)
+
+
 def check_compatible(saved: ExperimentConfig, requested: ExperimentConfig, allowed: tuple[str, ...],
                      source: Path) -> None:
     """Raise naming every field that differs, except the ``allowed`` dotted prefixes."""
@@ -162,16 +177,9 @@ def load_bundle(directory: str | Path, config: ExperimentConfig | None = None) -
     config = config or saved
     if to_dict(config.model) != to_dict(saved.model):
         check_compatible(saved.model, config.model, (), directory)  # names the differing fields
-    if saved.model.llm.path is None:
-        _, tokenizer = load_built_llm(directory, saved.model.llm)
-    else:
-        tokenizer = load_tokenizer(saved.model.llm, None)
-    bundle = build_model(config, tokenizer)
+    bundle = build_model(config, read_tokenizer(directory, saved))
     try:
-        state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
-        load_model_state(bundle.model, state, directory)
-        if (directory / BANK_DIR).is_dir():
-            bundle.model.bank = TokenIndex.load(directory / BANK_DIR)
+        load_weights(bundle.model, directory)
     except BaseException:
         bundle.close()
         raise

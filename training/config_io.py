@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,21 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
 
 
 class ConfigError(ValueError):
@@ -34,6 +50,10 @@ def _describe(value: Any) -> str:
 def _convert(tp: Any, value: Any, path: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
+        return value
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -109,7 +129,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
     missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise ConfigError(f"{path or cls.__name__}: missing required field(s) {missing}")
+        names = ", ".join(_join(path, n) for n in missing)
+        raise ConfigError(f"{names}: missing required field(s) of {cls.__name__}")
     kwargs = {k: _convert(hints[k], v, _join(path, k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -119,18 +140,24 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
         raise ConfigError(f"{path or cls.__name__}: {err}") from err
 
 
-def to_dict(obj: Any) -> Any:
-    """Dataclass → plain YAML/JSON-safe data (enums → values, tuples → lists, paths → str)."""
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Dataclass → plain YAML/JSON-safe dict (enums → values, tuples → lists, paths → str)."""
+    if not (dataclasses.is_dataclass(obj) and not isinstance(obj, type)):
+        raise TypeError(f"to_dict expects a dataclass instance, got {type(obj).__name__}")
+    return _plain(obj)
+
+
+def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, list | tuple):
-        return [to_dict(v) for v in obj]
+        return [_plain(v) for v in obj]
     if isinstance(obj, Mapping):
-        return {str(k): to_dict(v) for k, v in obj.items()}
+        return {_plain(k) if isinstance(k, Enum) else k: _plain(v) for k, v in obj.items()}
     return obj
 
 
@@ -142,7 +169,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
         if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
             raise ConfigError(f"{item!r}: an override must look like section.field=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"{key}: cannot parse override value {raw!r}: {err}") from err
         node = out
@@ -169,24 +196,29 @@ def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML mapping; ``base: other.yaml`` (relative to the file) is merged underneath."""
     path = Path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: base chain loops back to itself")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = _load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     base = data.pop("base", None)
     if base is not None:
-        data = _merge(read_yaml(path.parent / base), data)
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base must be a file name, got {_describe(base)}")
+        data = _merge(read_yaml(path.parent / base, (*_seen, path.resolve())), data)
     return data
 
 
 def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
+    """Read ``path`` (with its ``base`` chain), apply dot-list ``overrides``, build ``cls``."""
     data = apply_overrides(read_yaml(path), overrides)
     try:
         return from_dict(cls, data)
@@ -195,18 +227,21 @@ def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -
 
 
 def save_config(obj: Any, path: str | Path) -> None:
+    """Write ``obj`` as YAML in field order, loadable again with ``load_config``."""
     Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
 
 
 def diff(a: Any, b: Any, path: str = "") -> list[str]:
     """Fields that differ between two configs (dataclasses or their dicts): 'x.y: 1 != 2'."""
-    a = to_dict(a) if dataclasses.is_dataclass(a) else a
-    b = to_dict(b) if dataclasses.is_dataclass(b) else b
+    a = _plain(a) if dataclasses.is_dataclass(a) else a
+    b = _plain(b) if dataclasses.is_dataclass(b) else b
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         out: list[str] = []
         for key in list(dict.fromkeys([*a, *b])):
             if key not in a or key not in b:
-                out.append(f"{_join(path, key)}: {a.get(key, 'missing')!r} != {b.get(key, 'missing')!r}")
+                left = repr(a[key]) if key in a else "<missing>"
+                right = repr(b[key]) if key in b else "<missing>"
+                out.append(f"{_join(path, key)}: {left} != {right}")
             else:
                 out += diff(a[key], b[key], _join(path, key))
         return out

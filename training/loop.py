@@ -38,8 +38,9 @@ from training.checkpoint import (
     ModelBundle,
     build_model,
     check_compatible,
-    load_model_state,
+    load_weights,
     read_config,
+    read_tokenizer,
     save_checkpoint,
 )
 from training.config import RESUMABLE_CHANGES, ExperimentConfig, Precision
@@ -193,10 +194,7 @@ class Trainer:
 
     def _bundle(self, train: StudyDataset) -> ModelBundle:
         if self.resume_from is not None:
-            saved = read_config(self.resume_from)
-            from generator.llm import load_built_llm
-            tokenizer = (load_built_llm(self.resume_from, saved.model.llm)[1] if saved.model.llm.path is None
-                         else load_tokenizer(saved.model.llm, None))
+            tokenizer = read_tokenizer(self.resume_from, read_config(self.resume_from))
         else:
             tokenizer = load_tokenizer(self.config.model.llm, train.reports)
         bundle = build_model(self.config, tokenizer)
@@ -355,10 +353,7 @@ class Trainer:
     def _restore(self, model: R2GenKG, optimizer: Any, scheduler: LambdaLR) -> tuple[TrainState, DiseaseTokenBank | None]:
         src = self.resume_from
         assert src is not None
-        load_model_state(model, torch.load(src / "model.pt", map_location="cpu", weights_only=True), src)
-        from retrieval.index import TokenIndex
-        if (src / "bank").is_dir():
-            model.bank = TokenIndex.load(src / "bank")
+        load_weights(model, src)
         blob = torch.load(src / STATE_FILE, map_location="cpu", weights_only=False)
         try:
             optimizer.load_state_dict(blob["optimizer"])
