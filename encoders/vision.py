@@ -1,6 +1,9 @@
 """Swin image encoder: a study's views (B, V, C, H, W) + view mask (B, V) → visual tokens
 (B, N', C) + token mask (B, N'). Uses only timm's public interface: ``create_model`` and
-``forward_features`` (NHWC for Swin, flattened here to (B, N, C)).
+``forward_features`` (NHWC for Swin, flattened here to (B, N, C)). Any timm backbone with a
+final feature map works the same way (a CNN's NCHW map is permuted first): configs/iu_phantom.yaml
+uses one because a from-scratch Swin does not learn the phantoms within a CPU budget
+(docs/results.md).
 """
 from __future__ import annotations
 
@@ -106,6 +109,17 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def _create(config: VisionConfig) -> nn.Module:
+    """timm model, never pretrained. Transformers take ``img_size``; CNNs have no such argument."""
+    kwargs = dict(pretrained=False, num_classes=0, in_chans=config.in_chans, **config.model_kwargs)
+    try:
+        return timm.create_model(config.model_name, img_size=config.img_size, **kwargs)
+    except TypeError as err:
+        if "img_size" not in str(err):
+            raise
+        return timm.create_model(config.model_name, **kwargs)
+
+
 class SwinEncoder(nn.Module):
     """Per-view Swin features, fused over the views of a study.
 
@@ -117,9 +131,7 @@ class SwinEncoder(nn.Module):
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = timm.create_model(
-            config.model_name, pretrained=False, num_classes=0, img_size=config.img_size,
-            in_chans=config.in_chans, **config.model_kwargs)
+        self.backbone = _create(config)
         if config.weights is not None:
             load_backbone_weights(self.backbone, config.weights)
         self.out_dim: int = self.backbone.num_features
@@ -173,6 +185,8 @@ class SwinEncoder(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not fully_frozen):
             feats = self.backbone.forward_features(images)  # (M, H', W', C) for Swin
         if feats.ndim == 4:
+            if getattr(self.backbone, "output_fmt", "NCHW") != "NHWC":
+                feats = feats.permute(0, 2, 3, 1)  # CNN backbones (NCHW) → NHWC like Swin
             feats = feats.flatten(1, 2)  # (M, N, C)
         if feats.shape[1:] != (self.tokens_per_view, self.out_dim):
             raise RuntimeError(f"backbone gave {tuple(feats.shape)}, expected "

@@ -20,7 +20,7 @@ from cxr.observations import Observation
 from graphdb.features import TextEncoder, node_features
 from graphdb.m3kg import load_m3kg
 from graphdb.schema import StudySeeds, Subgraph, SubgraphSpec
-from graphdb.store import GraphStore, StoreConfig, open_store
+from graphdb.store import EmbeddedGraphStore, GraphStore, StoreConfig, StoreKind, open_store
 from graphdb.tensorize import NodeTable, SubgraphData, collate, tensorize
 
 SeedSet = tuple[Observation, ...]
@@ -90,14 +90,33 @@ def canonical(seed_set: Sequence[Observation | str]) -> SeedSet:
     return tuple(o for o in Observation if o in obs)
 
 
+def _open_for_reading(config: StoreConfig) -> GraphStore:
+    """The model only reads the graph. An embedded store is opened read-only, so several
+    processes (training, evaluation, the API) can share it; an empty one gets the bundled M3KG
+    first, in a short read-write session. A Neo4j server is shared anyway."""
+    if config.kind is not StoreKind.EMBEDDED:
+        store = open_store(config)
+        if store.stats().nodes.get("Entity", 0) == 0:
+            store.upsert(load_m3kg(), progress=True)
+        return store
+    if not (Path(config.path) / EmbeddedGraphStore.FILE).exists():
+        with EmbeddedGraphStore(config.path) as writer:
+            writer.upsert(load_m3kg(), progress=True)
+    store = EmbeddedGraphStore(config.path, read_only=True)
+    if store.stats().nodes.get("Entity", 0) == 0:
+        store.close()
+        with EmbeddedGraphStore(config.path) as writer:
+            writer.upsert(load_m3kg(), progress=True)
+        store = EmbeddedGraphStore(config.path, read_only=True)
+    return store
+
+
 def open_knowledge(store_config: StoreConfig, spec: SubgraphSpec, features_cache: str | Path,
                    features_model: str | Path | None = None) -> tuple[GraphStore, SubgraphProvider, np.ndarray]:
     """Open the store (loading the bundled M3KG into an empty one), its node table's text
     features (embedded once, cached on disk) and a provider over it. The caller closes the store."""
-    store = open_store(store_config)
+    store = _open_for_reading(store_config)
     try:
-        if store.stats().nodes.get("Entity", 0) == 0:
-            store.upsert(load_m3kg(), progress=True)
         table = NodeTable.from_nodes(*store.node_table())
         features = node_features(table, TextEncoder(features_model), features_cache)
     except BaseException:

@@ -34,6 +34,9 @@ from training.config_io import diff, from_dict, save_config, to_dict
 log = logging.getLogger(__name__)
 
 CONFIG_FILE, MODEL_FILE, STATE_FILE, BANK_DIR = "config.yaml", "model.pt", "trainer_state.pt", "bank"
+# Model fields that say where things are, not what the model is: a checkpoint may move.
+WHERE_FIELDS = ("kg.store_path", "kg.store", "kg.uri", "kg.features_cache", "kg.features_model", "vision.weights",
+                "llm.path")
 
 
 class CheckpointError(ValueError):
@@ -175,8 +178,7 @@ def load_bundle(directory: str | Path, config: ExperimentConfig | None = None) -
     directory = Path(directory)
     saved = read_config(directory)
     config = config or saved
-    if to_dict(config.model) != to_dict(saved.model):
-        check_compatible(saved.model, config.model, (), directory)  # names the differing fields
+    check_compatible(saved.model, config.model, WHERE_FIELDS, directory)  # names the differing fields
     bundle = build_model(config, read_tokenizer(directory, saved))
     try:
         load_weights(bundle.model, directory)

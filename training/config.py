@@ -75,7 +75,9 @@ class ExperimentConfig:
 
 # Fields that may change between a checkpoint and a resumed run without breaking exact resume.
 RESUMABLE_CHANGES = ("train.epochs", "train.patience", "train.max_steps", "train.validate", "train.threads",
-                     "train.log_every", "train.save_every", "train.keep_checkpoints", "data.workers")
+                     "train.log_every", "train.save_every", "train.keep_checkpoints", "data.workers",
+                     *(f"model.{f}" for f in ("kg.store_path", "kg.store", "kg.uri", "kg.features_cache",
+                                              "kg.features_model", "vision.weights", "llm.path")))
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:

@@ -46,6 +46,7 @@ from training.checkpoint import (
 from training.config import RESUMABLE_CHANGES, ExperimentConfig, Precision
 from training.data import StudyCollator, StudyDataset, load_split, make_loader, prepare_images
 from training.evaluate import compute_scores
+from training.metrics.auroc import auroc_per_observation
 from training.predict import predict
 
 log = logging.getLogger(__name__)
@@ -330,9 +331,14 @@ class Trainer:
         scores = compute_scores([r.report for r in results], [refs[r.study_id] for r in results],
                                 CleanStyle(cfg.data.clean_style), meteor=False, clinical=True)
         flat = scores.flat()
+        labels = dict(zip((r.study_id for r in val_ds.records), val_ds.labels.numpy()))
+        aurocs = auroc_per_observation(np.array([list(r.probabilities.values()) for r in results]),
+                                       np.stack([labels[r.study_id] for r in results]))
+        known = [v for v in aurocs.values() if v is not None]
         metrics = {"step": state.step, "epoch": state.epoch, "score": selection_score(flat),
                    **{k: flat[k] for k in ("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr", "CE14_micro_f1",
-                                           "CE14_macro_f1", "CE5_micro_f1") if k in flat}}
+                                           "CE14_macro_f1", "CE5_micro_f1") if k in flat},
+                   "classifier_mean_auroc": float(np.mean(known)) if known else float("nan")}
         self.console.print("validation " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                                      for k, v in metrics.items()), highlight=False)
         return metrics

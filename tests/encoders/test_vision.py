@@ -135,3 +135,16 @@ def test_weights_errors_are_clear(tmp_path):
     msg = str(err.value)
     assert "1 missing [norm.bias]" in msg and "1 unexpected [extra.weight]" in msg
     assert "norm.weight: file (7,) vs model (64,)" in msg and "head.fc" not in msg
+
+
+def test_a_cnn_backbone_gives_nhwc_ordered_tokens():
+    """A timm CNN (NCHW feature map, no img_size argument) yields (B, H'W', C) tokens in the same
+    row-major order as Swin: token n is feature-map position (n // W', n % W')."""
+    cfg = VisionConfig(model_name="resnet10t", img_size=64, in_chans=1,
+                       model_kwargs={"channels": (8, 8, 16, 16), "stem_width": 8})
+    enc = SwinEncoder(cfg).eval()
+    x = torch.randn(2, 1, 1, 64, 64)
+    out = enc(x)
+    assert out.tokens.shape == (2, enc.num_tokens(1), 16) == (2, 4, 16)
+    fmap = enc.backbone.forward_features(x[:, 0])               # (2, 16, 2, 2) NCHW
+    torch.testing.assert_close(out.tokens[:, 1], fmap[:, :, 0, 1])
