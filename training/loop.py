@@ -129,12 +129,23 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def _tensorboard(directory: Path) -> Any:
+    """A TensorBoard writer when the ``tensorboard`` package is installed (it is optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(directory))
+
+
 class CsvLog:
-    """Append-only CSV; on resume, rows past the checkpoint's step are dropped (they will be redone)."""
+    """Append-only CSV (mirrored to TensorBoard when installed); on resume, rows past the
+    checkpoint's step are dropped (they will be redone)."""
 
     def __init__(self, path: Path, keep_through_step: int | None) -> None:
         self.path = path
         self.fields: list[str] | None = None
+        self.board = _tensorboard(path.parent / "tensorboard")
         if path.exists() and keep_through_step is not None:
             with path.open(newline="", encoding="utf-8") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_through_step]
@@ -149,6 +160,10 @@ class CsvLog:
             path.unlink()
 
     def write(self, row: dict[str, Any]) -> None:
+        if self.board is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch") and isinstance(value, int | float):
+                    self.board.add_scalar(f"{self.path.stem}/{key}", value, int(row["step"]))
         new = self.fields is None
         if new:
             self.fields = list(row)
