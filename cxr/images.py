@@ -6,10 +6,11 @@ uint8.  Every failure is a ``DataError`` that names the file.
 """
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -51,21 +52,40 @@ def load_image(path: str | Path) -> Image.Image:
     return _load_raster(path)
 
 
-def _load_raster(path: Path) -> Image.Image:
+def decode_image_bytes(data: bytes, name: str = "image", max_pixels: int | None = None) -> Image.Image:
+    """Decode an in-memory PNG, JPEG or DICOM (e.g. an upload) into mode "L"; ``name`` labels errors.
+
+    ``max_pixels`` is checked from the header, before any pixel is decoded (decompression bombs).
+    """
+    if not data:
+        raise DataError(f"{name}: empty image data")
+    if data[128:132] == b"DICM":
+        return Image.fromarray(dicom_to_uint8(io.BytesIO(data), max_pixels, name))
+    return _load_raster(io.BytesIO(data), max_pixels, name)
+
+
+def _check_pixels(pixels: int, max_pixels: int | None, name: object) -> None:
+    if max_pixels is not None and pixels > max_pixels:
+        raise DataError(f"{name}: image has {pixels:,} pixels, over the limit of {max_pixels:,}")
+
+
+def _load_raster(path: Path | BinaryIO, max_pixels: int | None = None, name: str | None = None) -> Image.Image:
+    label = name or path
     try:
         with Image.open(path) as img:
             if img.format not in RASTER_FORMATS:
-                raise DataError(f"{path}: unsupported image format {img.format}; "
+                raise DataError(f"{label}: unsupported image format {img.format}; "
                                 "expected PNG, JPEG or DICOM")
+            _check_pixels(img.width * img.height, max_pixels, label)
             img.load()
             return _to_gray8(img)
     except DataError:
         raise
     except UnidentifiedImageError as exc:
-        raise DataError(f"{path}: unsupported or unrecognised image format "
+        raise DataError(f"{label}: unsupported or unrecognised image format "
                         "(expected PNG, JPEG or DICOM)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: corrupt or truncated image ({exc})") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{label}: corrupt or truncated image ({exc})") from exc
 
 
 def _to_gray8(img: Image.Image) -> Image.Image:
@@ -79,11 +99,13 @@ def _to_gray8(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
-def dicom_to_uint8(path: Path) -> np.ndarray:
-    """(H, W) uint8 display values of the first frame of the DICOM file at ``path``."""
+def dicom_to_uint8(path: Path | BinaryIO, max_pixels: int | None = None, name: str | None = None) -> np.ndarray:
+    """(H, W) uint8 display values of the first frame of the DICOM file at ``path`` (or in a stream)."""
     from pydicom.pixels import apply_modality_lut  # lazy, see _read_dicom
 
-    ds = _read_dicom(path)
+    ds = _read_dicom(path, name)
+    path = name or path   # what messages call it
+    _check_pixels(int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0), max_pixels, path)
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises several types for bad / undecodable pixel data
@@ -100,7 +122,7 @@ def dicom_to_uint8(path: Path) -> np.ndarray:
     return _to_uint8(display)
 
 
-def _read_dicom(path: Path) -> Dataset:
+def _read_dicom(path: Path | BinaryIO, name: str | None = None) -> Dataset:
     # imported here: importing pydicom pulls in requests, which edits the warnings filters
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -108,9 +130,9 @@ def _read_dicom(path: Path) -> Dataset:
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{name or path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
     if not any(k in ds for k in _PIXEL_KEYWORDS):
-        raise DataError(f"{path}: DICOM file has no pixel data (no PixelData element)")
+        raise DataError(f"{name or path}: DICOM file has no pixel data (no PixelData element)")
     return ds
 
 

@@ -21,28 +21,14 @@ from encoders.fusion import BankAttention, BiCrossAttention
 from encoders.graph import GraphOutput, MultiScaleFusion
 from encoders.qformer import DiseaseOutput, DiseaseQFormer, disease_targets
 from encoders.vision import SwinEncoder
+from generator.backends import Completion, HFBackend, LLMBackend, TokenCallback
 from generator.config import KG2VQueries, KGMode, ModelConfig
-from generator.llm import build_llm, embed_tokens, generate_from_embeds
+from generator.llm import build_llm, embed_tokens
 from generator.prompt import prompt_ids, report_ids, splice_for_generation, splice_for_training
+from generator.settings import GenerationSettings
 from graphdb.provider import SubgraphBatch, SubgraphProvider
 from retrieval.index import TokenIndex
 from retrieval.tokens import RetrievedTokens, retrieve_for_batch
-
-
-@dataclass
-class GenerationSettings:
-    num_beams: int = 1
-    max_new_tokens: int = 60
-    repetition_penalty: float = 1.0
-    length_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-
-    def __post_init__(self) -> None:
-        if self.num_beams < 1 or self.max_new_tokens < 1:
-            raise ValueError(f"GenerationSettings: num_beams={self.num_beams} and "
-                             f"max_new_tokens={self.max_new_tokens} must be ≥ 1")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"GenerationSettings.repetition_penalty must be > 0, got {self.repetition_penalty}")
 
 
 @dataclass
@@ -58,6 +44,9 @@ class GenerationResult:
     report: str
     probabilities: dict[str, float]        # the classifier's 14 observation probabilities
     evidence: Evidence
+    prompt_tokens: int = 0                 # positions the LLM read (prompt + image/KG/disease tokens)
+    completion_tokens: int = 0
+    finish_reason: str = "stop"            # "stop" (eos) | "length" (max_new_tokens)
 
 
 @dataclass
@@ -180,26 +169,39 @@ class R2GenKG(nn.Module):
 
     # ---- the one generate path: validation, test, batch and the API all call this ----
     @torch.no_grad()
-    def generate(self, images: Tensor, view_mask: Tensor, study_ids: list[str],
-                 settings: GenerationSettings | None = None) -> list[GenerationResult]:
-        settings = settings or GenerationSettings()
+    def prompt_embeds(self, images: Tensor, view_mask: Tensor, study_ids: list[str]) -> tuple[Tensor, Tensor, Encoded]:
+        """Steps 1-6 without decoding: the spliced prompt (B, T, H), its mask (B, T), and what made it."""
         was_training = self.training
         self.eval()
         try:
             enc = self.encode(images, view_mask, study_ids)
             embeds, mask = splice_for_generation(embed_tokens(self.llm), self.prompt, enc.prefix)
-            out = generate_from_embeds(
-                self.llm, embeds, mask, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
-                repetition_penalty=settings.repetition_penalty, length_penalty=settings.length_penalty,
-                no_repeat_ngram_size=settings.no_repeat_ngram_size, do_sample=False,
-                eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
         finally:
             self.train(was_training)
-        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return embeds, mask, enc
+
+    @torch.no_grad()
+    def generate(self, images: Tensor, view_mask: Tensor, study_ids: list[str],
+                 settings: GenerationSettings | None = None, backend: LLMBackend | None = None,
+                 on_token: TokenCallback | None = None) -> list[GenerationResult]:
+        """Reports for a batch: ``prompt_embeds`` → ``backend`` (default: HF on ``self.llm``) → text."""
+        settings = settings or GenerationSettings()
+        embeds, mask, enc = self.prompt_embeds(images, view_mask, study_ids)
+        was_training = self.llm.training
+        self.llm.eval()
+        try:
+            completions = (backend or HFBackend(self.llm, self.tokenizer)).generate(embeds, mask, settings, on_token)
+        finally:
+            self.llm.train(was_training)
+        return self.results(study_ids, completions, enc, int(mask.shape[1]))
+
+    def results(self, study_ids: list[str], completions: list[Completion], enc: Encoded,
+                prompt_tokens: int) -> list[GenerationResult]:
+        texts = self.tokenizer.batch_decode([c.token_ids for c in completions], skip_special_tokens=True)
         probs = torch.sigmoid(enc.disease.logits.float()).cpu().numpy()
         return [GenerationResult(sid, text.strip(), {o.value: float(p) for o, p in zip(OBSERVATIONS, probs[b])},
-                                 self._evidence(enc, b))
-                for b, (sid, text) in enumerate(zip(study_ids, texts))]
+                                 self._evidence(enc, b), prompt_tokens, len(c.token_ids), c.finish_reason)
+                for b, (sid, text, c) in enumerate(zip(study_ids, texts, completions))]
 
     @staticmethod
     def _evidence(enc: Encoded, b: int) -> Evidence:

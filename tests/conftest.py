@@ -87,3 +87,18 @@ def m3kg_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with EmbeddedGraphStore(path) as store:
         store.upsert(load_m3kg())
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, m3kg_store: Path) -> Path:
+    """A debug-config checkpoint trained for 2 epochs on 16 phantom studies (with its val + test
+    phantoms on disk): what the engine, run_batch and API tests serve. About 20 s, once a session."""
+    from tests.generator.conftest import debug_experiment
+    from training.loop import train
+
+    root = tmp_path_factory.mktemp("tiny_ckpt")
+    cfg = debug_experiment(root, m3kg_store, "train.epochs=2", "data.limit={train: 16, val: 4, test: 8}",
+                           "train.batch_size=8", "train.log_every=1")
+    result = train(cfg, resume=False, progress=False)
+    assert result.best is not None, "the tiny training run wrote no best checkpoint"
+    return result.best

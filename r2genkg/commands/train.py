@@ -31,11 +31,10 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[bool, typer.Option(help="--no-resume starts over instead of resuming the newest checkpoint.")] = True,
     ) -> None:
         """Train R2GenKG (resumes from the newest checkpoint in train.output_dir)."""
-        from training.config_io import ConfigError
-
         from cxr.records import DataError
         from training.checkpoint import CheckpointError
         from training.config import load_experiment
+        from training.config_io import ConfigError
         from training.loop import TrainingDiverged, train
 
         console = Console()
@@ -60,11 +59,10 @@ def register(app: typer.Typer) -> None:
         meteor: Annotated[bool, typer.Option(help="--no-meteor skips METEOR (Java).")] = True,
     ) -> None:
         """Evaluate a checkpoint: generate the split's reports, then NLG + CE (14 and 5) + AUROC."""
-        from training.config_io import ConfigError
-
         from cxr.records import DataError
         from r2genkg.commands.evaluate import print_result
         from training.checkpoint import CheckpointError
+        from training.config_io import ConfigError
         from training.evaluate_checkpoint import evaluate_checkpoint
         from training.metrics.meteor import MeteorError
 

@@ -1,0 +1,232 @@
+"""LLM backends: spliced prompt embeddings (B, T, H) + mask (B, T) → one ``Completion`` per row.
+
+- ``HFBackend``: transformers ``generate(inputs_embeds=…)``: greedy, beam, sampling; the reference.
+- ``VLLMBackend``: offline ``vllm.LLM(enable_prompt_embeds=True)`` on an exported LLM directory.
+- ``RemoteVLLMBackend``: a ``vllm serve DIR --enable-prompt-embeds`` server; base64 ``torch.save``
+  tensors on ``/v1/completions``, many requests in flight.
+vLLM has no beam search for ``prompt_embeds`` inputs: its backends refuse ``num_beams > 1``.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from generator.llm import generate_from_embeds
+from generator.settings import GenerationSettings
+
+# on_token(row, token_id): called while decoding, from the thread that generates
+TokenCallback = Callable[[int, int], None]
+
+
+class BackendKind(str, Enum):
+    HF = "hf"
+    VLLM = "vllm"                  # offline, in this process
+    VLLM_REMOTE = "vllm-remote"    # a `vllm serve --enable-prompt-embeds` server
+
+
+class BackendError(RuntimeError):
+    pass
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]           # the new tokens, eos and padding removed
+    finish_reason: str             # "stop" (eos) | "length" (max_new_tokens)
+
+
+class LLMBackend(Protocol):
+    kind: BackendKind
+    max_batch: int | None          # rows per call the backend wants; None → send everything at once
+
+    def generate(self, embeds: Tensor, mask: Tensor, settings: GenerationSettings,
+                 on_token: TokenCallback | None = None) -> list[Completion]: ...
+
+
+def trim(ids: Sequence[int], eos_id: int | None, pad_id: int | None, max_new_tokens: int) -> Completion:
+    """Cut a generated row at its first eos; drop padding. Finished before the limit → "stop"."""
+    ids = list(ids)
+    if eos_id is not None and eos_id in ids:
+        return Completion(ids[:ids.index(eos_id)], "stop")
+    ids = [i for i in ids if i != pad_id]
+    return Completion(ids, "length" if len(ids) >= max_new_tokens else "stop")
+
+
+class _StepTap(LogitsProcessor):
+    """Reports each row's newest token as decoding goes; scores pass through unchanged.
+
+    With ``inputs_embeds`` only, ``input_ids`` holds just the generated ids, so at step t the
+    processor sees tokens 0..t-1; ``HFBackend`` reports the last token after ``generate``.
+    """
+
+    def __init__(self, on_token: TokenCallback) -> None:
+        self.on_token = on_token
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1]:
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                self.on_token(row, token)
+        return scores
+
+
+class HFBackend:
+    """Batched ``generate(inputs_embeds=…)``; the prompt length is fixed, so rows need no padding."""
+
+    kind = BackendKind.HF
+
+    def __init__(self, llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_batch: int | None = 32) -> None:
+        self.llm, self.tokenizer, self.max_batch = llm, tokenizer, max_batch
+
+    def generate(self, embeds: Tensor, mask: Tensor, settings: GenerationSettings,
+                 on_token: TokenCallback | None = None) -> list[Completion]:
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams,
+            "repetition_penalty": settings.repetition_penalty, "length_penalty": settings.length_penalty,
+            "no_repeat_ngram_size": settings.no_repeat_ngram_size, "do_sample": settings.sampling,
+            "eos_token_id": eos, "pad_token_id": pad}
+        if settings.sampling:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        # beams reorder rows at every step: only greedy / sampling stream token by token
+        streaming = on_token is not None and settings.num_beams == 1
+        if streaming:
+            kwargs["logits_processor"] = LogitsProcessorList([_StepTap(on_token)])
+        with torch.random.fork_rng(devices=[] if embeds.device.type == "cpu" else [embeds.device],
+                                   enabled=settings.seed is not None):
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)
+            out = generate_from_embeds(self.llm, embeds, mask, **kwargs).tolist()
+        done = [trim(row, eos, pad, settings.max_new_tokens) for row in out]
+        if on_token is not None:
+            for row, c in enumerate(done):
+                # streamed rows saw all but their last token; beam rows see everything now
+                for token in (c.token_ids[-1:] if streaming else c.token_ids):
+                    on_token(row, token)
+        return done
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as exc:
+        raise BackendError(
+            "the vLLM backend needs the `vllm` package (pip install 'r2genkg[gpu]', a CUDA GPU; vllm>=0.11 for "
+            f"prompt_embeds on the V1 engine). Use --engine hf without it. Import error: {exc}") from exc
+    return vllm
+
+
+def _refuse_beams(settings: GenerationSettings) -> None:
+    if settings.num_beams > 1:
+        raise BackendError(f"vLLM does not run beam search on prompt_embeds inputs (num_beams={settings.num_beams}); "
+                           "use greedy (generation.num_beams=1) or the hf engine")
+
+
+def _sampling_kwargs(settings: GenerationSettings, eos_id: int | None) -> dict[str, Any]:
+    """vLLM SamplingParams / completion fields equal to HF's decoding (temperature 0 = greedy)."""
+    kwargs: dict[str, Any] = {"max_tokens": settings.max_new_tokens, "temperature": settings.temperature,
+                              "top_p": settings.top_p, "repetition_penalty": settings.repetition_penalty}
+    if settings.seed is not None:
+        kwargs["seed"] = settings.seed
+    if eos_id is not None:
+        kwargs["stop_token_ids"] = [eos_id]
+    return kwargs
+
+
+class VLLMBackend:
+    """In-process vLLM on ``export_llm``'s directory; all prompts go in one call (continuous batching)."""
+
+    kind = BackendKind.VLLM
+    max_batch = None
+
+    def __init__(self, model_dir: str | Path, tokenizer: PreTrainedTokenizerBase, **llm_kwargs: Any) -> None:
+        vllm = _import_vllm()
+        self.vllm, self.tokenizer = vllm, tokenizer
+        self.llm = vllm.LLM(model=str(model_dir), enable_prompt_embeds=True, **llm_kwargs)
+
+    def generate(self, embeds: Tensor, mask: Tensor, settings: GenerationSettings,
+                 on_token: TokenCallback | None = None) -> list[Completion]:
+        _refuse_beams(settings)
+        params = self.vllm.SamplingParams(**_sampling_kwargs(settings, self.tokenizer.eos_token_id))
+        prompts = [{"prompt_embeds": e[m.bool()].detach().cpu()} for e, m in zip(embeds, mask)]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        done = [trim(o.outputs[0].token_ids, self.tokenizer.eos_token_id, None, settings.max_new_tokens)
+                for o in outputs]
+        _replay(done, on_token)
+        return done
+
+
+def encode_embeds(tensor: Tensor) -> str:
+    """vLLM's wire format for ``prompt_embeds``: base64 of ``torch.save`` bytes of a (T, H) tensor."""
+    buf = io.BytesIO()
+    torch.save(tensor.detach().cpu().contiguous(), buf)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class RemoteVLLMBackend:
+    """Sends each row to ``{url}/completions`` as ``prompt_embeds``; ``concurrency`` requests in flight."""
+
+    kind = BackendKind.VLLM_REMOTE
+    max_batch = None
+
+    def __init__(self, url: str, model: str, tokenizer: PreTrainedTokenizerBase, api_key: str | None = None,
+                 concurrency: int = 64, timeout: float = 300.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise BackendError(f"vLLM url must be http(s)://host:port/v1, got {url!r}")
+        self.url, self.model, self.tokenizer = url.rstrip("/"), model, tokenizer
+        self.api_key, self.timeout = api_key, timeout
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vllm-remote")
+
+    def generate(self, embeds: Tensor, mask: Tensor, settings: GenerationSettings,
+                 on_token: TokenCallback | None = None) -> list[Completion]:
+        _refuse_beams(settings)
+        fields = _sampling_kwargs(settings, self.tokenizer.eos_token_id)
+        rows = [e[m.bool()] for e, m in zip(embeds, mask)]
+        done = list(self.pool.map(lambda row: self._one(row, fields, settings.max_new_tokens), rows))
+        _replay(done, on_token)
+        return done
+
+    def _one(self, row: Tensor, fields: dict[str, Any], max_new_tokens: int) -> Completion:
+        body = {"model": self.model, "prompt_embeds": encode_embeds(row), "return_token_ids": True, **fields}
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(f"{self.url}/completions", json.dumps(body).encode(), headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                choice = json.loads(resp.read())["choices"][0]
+        except urllib.error.HTTPError as exc:
+            raise BackendError(f"vLLM server {self.url}: HTTP {exc.code}: {exc.read()[:300]!r}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise BackendError(f"vLLM server {self.url} unreachable: {exc}") from exc
+        ids = choice.get("token_ids")
+        if ids is None:   # servers without return_token_ids: re-tokenise the text
+            ids = self.tokenizer.encode(choice.get("text", ""), add_special_tokens=False)
+        c = trim(ids, self.tokenizer.eos_token_id, None, max_new_tokens)
+        return Completion(c.token_ids, choice.get("finish_reason") or c.finish_reason)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+def _replay(done: list[Completion], on_token: TokenCallback | None) -> None:
+    if on_token is not None:
+        for row, c in enumerate(done):
+            for token in c.token_ids:
+                on_token(row, token)

@@ -1,0 +1,200 @@
+"""The generation engine: studies (raw views) → the adapter (steps 1-6, PyTorch) → an LLM backend → results.
+
+StudyInput views: (H, W) uint8 grayscale of any size → resized, normalised (V, 1, S, S).
+The adapter runs in micro-batches; the HF backend decodes each micro-batch, the vLLM backends
+take every prompt of the call at once and keep them all in flight. Eval, run_batch and the API
+all call ``Engine.generate``, which calls the model's one ``generate`` path.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import torch
+from PIL import Image
+
+from generator.backends import BackendKind, HFBackend, LLMBackend, RemoteVLLMBackend, VLLMBackend
+from generator.model import GenerationResult, R2GenKG
+from generator.settings import GenerationSettings
+from graphdb.store import StoreKind
+from training.checkpoint import MODEL_FILE, ModelBundle, load_bundle, read_config
+from training.data import normalise
+
+log = logging.getLogger(__name__)
+
+# on_token(study_index, token_id): the index is into the studies passed to Engine.generate
+StudyTokenCallback = Callable[[int, int], None]
+
+
+@dataclass
+class StudyInput:
+    study_id: str
+    views: list[np.ndarray]        # (H, W) uint8 grayscale, any size; views past max_views are dropped
+
+
+@dataclass
+class EngineConfig:
+    backend: BackendKind = BackendKind.HF
+    micro_batch: int = 16          # studies per adapter forward (and per HF generate call)
+    device: str = "auto"           # auto → cuda when available
+    store: StoreKind | None = None # override the checkpoint's graph store (embedded | neo4j)
+    neo4j_uri: str | None = None
+    vllm_model_dir: str | None = None   # offline vLLM: the export dir (default CHECKPOINT/llm_export, made if absent)
+    vllm_url: str | None = None          # remote vLLM: http://host:8001/v1
+    vllm_model: str | None = None        # the served model name (default: the export dir's name)
+    vllm_api_key: str | None = None
+    vllm_concurrency: int = 64
+
+    def __post_init__(self) -> None:
+        self.backend = BackendKind(self.backend)
+        if self.store is not None:
+            self.store = StoreKind(self.store)
+        if self.micro_batch < 1:
+            raise ValueError(f"EngineConfig.micro_batch must be ≥ 1, got {self.micro_batch}")
+        if self.backend is BackendKind.VLLM_REMOTE and not self.vllm_url:
+            raise ValueError("EngineConfig: the vllm-remote backend needs vllm_url (e.g. http://127.0.0.1:8001/v1)")
+
+
+def resolve_device(device: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def checkpoint_id(checkpoint: Path) -> str:
+    """The checkpoint's run name + the first 12 hex of its weights' sha256: names what wrote a report."""
+    digest = hashlib.sha256()
+    with (checkpoint / MODEL_FILE).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{read_config(checkpoint).name}@{digest.hexdigest()[:12]}"
+
+
+class Engine:
+    """One model + one backend. Not thread-safe: one thread generates (the server owns one worker)."""
+
+    def __init__(self, model: R2GenKG, backend: LLMBackend | None = None, micro_batch: int = 16,
+                 device: str = "cpu", default_settings: GenerationSettings | None = None,
+                 image_size: int = 224, max_views: int = 2, model_id: str = "r2genkg",
+                 bundle: ModelBundle | None = None) -> None:
+        self.model = model.to(device).eval()
+        self.backend = backend or HFBackend(self.model.llm, self.model.tokenizer, max_batch=micro_batch)
+        self.micro_batch, self.device = micro_batch, device
+        self.default_settings = default_settings or GenerationSettings()
+        self.image_size, self.max_views, self.model_id = image_size, max_views, model_id
+        self._bundle = bundle
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, config: EngineConfig | None = None) -> Self:
+        config = config or EngineConfig()
+        checkpoint = Path(checkpoint)
+        saved = read_config(checkpoint)
+        kg = saved.model.kg
+        if config.store is not None or config.neo4j_uri is not None:
+            kg = replace(kg, store=config.store or kg.store, uri=config.neo4j_uri or kg.uri)
+        run = replace(saved, model=replace(saved.model, kg=kg))
+        bundle = load_bundle(checkpoint, run)
+        try:
+            backend = _make_backend(config, bundle, checkpoint)
+            device = resolve_device(config.device)
+            return cls(bundle.model, backend, config.micro_batch, device, run.generation, run.data.image_size,
+                       run.data.max_views, checkpoint_id(checkpoint), bundle)
+        except BaseException:
+            bundle.close()
+            raise
+
+    # ---- inputs ----
+    def prepare(self, views: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views → (V, 1, S, S) normalised + (V,) mask, as training's data pipeline makes them."""
+        if not views:
+            raise ValueError("a study needs at least one image")
+        s, v = self.image_size, self.max_views
+        pixels = np.zeros((v, s, s), dtype=np.uint8)
+        valid = np.zeros(v, dtype=bool)
+        for i, view in enumerate(views[:v]):
+            pixels[i] = np.asarray(Image.fromarray(view).resize((s, s), Image.BILINEAR), dtype=np.uint8)
+            valid[i] = True
+        return normalise(pixels, valid), torch.from_numpy(valid)
+
+    # ---- the one entry point ----
+    @torch.no_grad()
+    def generate(self, studies: Sequence[StudyInput], settings: GenerationSettings | None = None,
+                 on_token: StudyTokenCallback | None = None) -> list[GenerationResult]:
+        prepared = [self.prepare(s.views) for s in studies]
+        return self.generate_tensors([s.study_id for s in studies], [p[0] for p in prepared],
+                                     [p[1] for p in prepared], settings, on_token)
+
+    @torch.no_grad()
+    def generate_tensors(self, study_ids: Sequence[str], images: Sequence[torch.Tensor],
+                         view_masks: Sequence[torch.Tensor], settings: GenerationSettings | None = None,
+                         on_token: StudyTokenCallback | None = None) -> list[GenerationResult]:
+        """Already-normalised studies ((V, 1, S, S), (V,)) in adapter micro-batches."""
+        settings = settings or self.default_settings
+        out: list[GenerationResult] = []
+        if self.backend.max_batch is None:     # vLLM: every prompt in flight at once
+            return self._generate_all(list(study_ids), images, view_masks, settings, on_token)
+        for start in range(0, len(study_ids), self.micro_batch):
+            end = start + self.micro_batch
+            tap = None if on_token is None else _offset(on_token, start)
+            out += self.model.generate(torch.stack(list(images[start:end])).to(self.device),
+                                       torch.stack(list(view_masks[start:end])).to(self.device),
+                                       list(study_ids[start:end]), settings, self.backend, tap)
+        return out
+
+    def _generate_all(self, study_ids: list[str], images: Sequence[torch.Tensor], view_masks: Sequence[torch.Tensor],
+                      settings: GenerationSettings, on_token: StudyTokenCallback | None) -> list[GenerationResult]:
+        chunks = []
+        for start in range(0, len(study_ids), self.micro_batch):
+            end = start + self.micro_batch
+            chunks.append(self.model.prompt_embeds(torch.stack(list(images[start:end])).to(self.device),
+                                                   torch.stack(list(view_masks[start:end])).to(self.device),
+                                                   study_ids[start:end]))
+        if not chunks:
+            return []
+        embeds = torch.cat([c[0] for c in chunks])
+        mask = torch.cat([c[1] for c in chunks])
+        completions = self.backend.generate(embeds, mask, settings, on_token)
+        out: list[GenerationResult] = []
+        for i, (e, m, enc) in enumerate(chunks):
+            start = i * self.micro_batch
+            out += self.model.results(study_ids[start:start + len(e)], completions[start:start + len(e)], enc,
+                                      int(m.shape[1]))
+        return out
+
+    def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+        if self._bundle is not None:
+            self._bundle.close()
+            self._bundle = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _offset(on_token: StudyTokenCallback, start: int) -> Callable[[int, int], None]:
+    return lambda row, token: on_token(start + row, token)
+
+
+def _make_backend(config: EngineConfig, bundle: ModelBundle, checkpoint: Path) -> LLMBackend | None:
+    model = bundle.model
+    if config.backend is BackendKind.HF:
+        return HFBackend(model.llm, model.tokenizer, max_batch=config.micro_batch)
+    if config.backend is BackendKind.VLLM:
+        from generator.export import export_llm
+
+        directory = Path(config.vllm_model_dir or checkpoint / "llm_export")
+        if not (directory / "config.json").is_file():
+            log.warning("no exported LLM at %s: exporting it now", directory)
+            export_llm(checkpoint, directory, bundle)
+        return VLLMBackend(directory, model.tokenizer, dtype=bundle.config.model.llm.dtype)
+    assert config.vllm_url is not None
+    name = config.vllm_model or Path(config.vllm_model_dir or "llm_export").name
+    return RemoteVLLMBackend(config.vllm_url, name, model.tokenizer, config.vllm_api_key, config.vllm_concurrency)

