@@ -1,0 +1,268 @@
+"""Batch generation: studies from a folder / manifest / R2Gen annotation / CheXpert Plus CSV → JSONL.
+
+One line per study: id, report, the 14 predicted probabilities, the labeler's labels of the
+generated text, the KG entities and retrieved token ids used, the model id and timing.
+Resumable and crash-safe: ids already in the output are skipped; each line goes out in a single
+``write`` on an O_APPEND descriptor and is fsynced per batch, and a torn last line (power loss)
+is cut on the next run. Failures go to ``<output>.failures.jsonl`` with reasons.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from cxr.clean import CleanStyle
+from cxr.images import load_image
+from cxr.labeler import label_reports
+from cxr.observations import OBSERVATIONS
+from cxr.readers import DatasetKind, ImageCheck, read_dataset
+from cxr.records import DataError, ErrorPolicy, StudyRecord
+from generator.engine import Engine, StudyInput
+from generator.model import GenerationResult
+from generator.settings import GenerationSettings
+from training.checkpoint import read_config
+from training.data import load_split, prepare_images
+
+log = logging.getLogger(__name__)
+LABEL_NAMES = {1.0: "positive", 0.0: "negative", -1.0: "uncertain"}
+
+
+class InputKind(str, Enum):
+    CHECKPOINT = "checkpoint"        # the checkpoint's own dataset config (phantoms rendered if it says so)
+    FOLDER = "folder"                # study sub-folders, or a study_id,image_path[,view] CSV manifest
+    R2GEN = "r2gen"                  # annotation.json (IU X-ray, MIMIC-CXR)
+    CHEXPERT_PLUS = "chexpert_plus"  # df_chexpert_plus_240401.csv
+
+
+@dataclass
+class Failure:
+    id: str | None
+    stage: str                       # read | image | generate
+    reason: str
+
+
+@dataclass
+class BatchSummary:
+    written: int = 0
+    skipped_done: int = 0            # already in the output from an earlier run
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+    records: list[StudyRecord] = field(default_factory=list)
+
+    @property
+    def reports_per_second(self) -> float:
+        return self.written / self.seconds if self.seconds else 0.0
+
+
+def detect_input(path: Path) -> InputKind:
+    if path.is_dir():
+        return InputKind.FOLDER
+    if path.suffix.lower() == ".json":
+        return InputKind.R2GEN
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8", errors="replace") as f:
+            header = f.readline()
+        return InputKind.CHEXPERT_PLUS if "path_to_image" in header else InputKind.FOLDER
+    raise DataError(f"{path}: not a folder, .json annotation or .csv file")
+
+
+def read_studies(checkpoint: Path, source: Path | None, split: str | None, image_root: Path | None,
+                 kind: InputKind | None = None, progress: bool = True) -> tuple[list[StudyRecord], list[Failure]]:
+    """The studies to generate for, and the items the reader had to skip (as failures)."""
+    policy = ErrorPolicy.lenient()
+    if source is None or kind is InputKind.CHECKPOINT:
+        data = read_config(checkpoint).data
+        if image_root is not None:
+            data.image_root = str(image_root)
+        split = split or "test"
+        data.limit = {}
+        prepare_images(data, splits=[split], progress=progress)
+        records = load_split(data, split)
+    else:
+        kind = kind or detect_input(source)
+        splits = None if kind is InputKind.FOLDER or split is None else [split]
+        dataset_kind = {InputKind.FOLDER: DatasetKind.FOLDER, InputKind.R2GEN: DatasetKind.R2GEN,
+                        InputKind.CHEXPERT_PLUS: DatasetKind.CHEXPERT_PLUS}[kind]
+        root = image_root if image_root is not None else (source if source.is_dir() else source.parent)
+        records = read_dataset(dataset_kind, source, image_root=root, splits=splits, policy=policy,
+                               check_images=ImageCheck.NONE)
+    return records, [Failure(None, "read", m) for m in policy.messages]
+
+
+# ---- the output file -----------------------------------------------------------------------
+def done_ids(output: Path) -> set[str]:
+    """Ids already written; a last line without its newline (a torn write) is cut off first."""
+    if not output.is_file():
+        return set()
+    data = output.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        log.warning("%s: cutting a torn last line (%d bytes) left by a crash", output, len(data) - end)
+        with output.open("r+b") as f:
+            f.truncate(end)
+    ids = set()
+    for n, line in enumerate(data[:end].splitlines(), 1):
+        if line.strip():
+            try:
+                ids.add(json.loads(line)["id"])
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DataError(f"{output}: line {n} is not a run_batch result ({exc}); "
+                                "pass another --output or remove the file") from exc
+    return ids
+
+
+class LineWriter:
+    """Appends whole lines with one ``os.write`` each (O_APPEND) and fsyncs on ``flush``."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, row: dict[str, Any]) -> None:
+        data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        while data:   # a regular file takes it in one go; loop only for the pathological case
+            data = data[os.write(self.fd, data):]
+
+    def flush(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def failures_path(output: Path) -> Path:
+    return output.with_name(output.name.removesuffix(".jsonl") + ".failures.jsonl")
+
+
+# ---- rows ------------------------------------------------------------------------------------
+def result_row(result: GenerationResult, labels: np.ndarray, engine: Engine, settings: GenerationSettings,
+               batch_seconds: float, batch_size: int) -> dict[str, Any]:
+    return {
+        "id": result.study_id,
+        "report": result.report,
+        "observations": result.probabilities,
+        "labels": {o.value: LABEL_NAMES[float(v)] for o, v in zip(OBSERVATIONS, labels) if not np.isnan(v)},
+        "kg": {"seeds": list(result.evidence.seeds), "nodes": list(result.evidence.node_ids)},
+        "retrieved": result.evidence.retrieved,
+        "model": engine.model_id,
+        "engine": engine.backend.kind.value,
+        "generation": asdict(settings),
+        "tokens": {"prompt": result.prompt_tokens, "completion": result.completion_tokens,
+                   "finish_reason": result.finish_reason},
+        "timing": {"batch_seconds": round(batch_seconds, 4), "batch_size": batch_size,
+                   "seconds_per_study": round(batch_seconds / batch_size, 4)},
+    }
+
+
+def _load(record: StudyRecord, max_views: int) -> StudyInput | Failure:
+    views, problems = [], []
+    for path in record.image_paths[:max_views]:
+        try:
+            views.append(np.asarray(load_image(path)))
+        except DataError as exc:
+            problems.append(str(exc))
+    if not views:
+        reason = "; ".join(problems) or "the study lists no image"
+        return Failure(record.study_id, "image", reason)
+    if problems:
+        log.warning("study %s: %d unreadable views skipped: %s", record.study_id, len(problems), problems)
+    return StudyInput(record.study_id, views)
+
+
+def _chunks(items: Sequence[StudyRecord], size: int) -> Iterator[Sequence[StudyRecord]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# ---- the job ---------------------------------------------------------------------------------
+def run_batch(engine: Engine, records: Sequence[StudyRecord], output: Path, batch_size: int = 16,
+              settings: GenerationSettings | None = None, progress: bool = True,
+              read_failures: Sequence[Failure] = ()) -> BatchSummary:
+    settings = settings or engine.default_settings
+    summary = BatchSummary(failures=list(read_failures), records=list(records))
+    done = done_ids(output)
+    todo = [r for r in records if r.study_id not in done]
+    summary.skipped_done = len(records) - len(todo)
+    fail_writer = LineWriter(failures_path(output))
+    os.ftruncate(fail_writer.fd, 0)   # failures of this run only; an earlier run's are retried now
+    for f in read_failures:
+        fail_writer.write(asdict(f))
+    writer = LineWriter(output)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(todo), desc="run_batch", unit="report", disable=not progress)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load") as pool:
+            # images of batch k+1 decode while batch k generates
+            loads = pool.map(lambda chunk: [_load(r, engine.max_views) for r in chunk], _chunks(todo, batch_size))
+            for loaded in loads:
+                studies = [s for s in loaded if isinstance(s, StudyInput)]
+                failed = [s for s in loaded if isinstance(s, Failure)]
+                rows, failed_gen = _generate(engine, studies, settings)
+                for row in rows:
+                    writer.write(row)
+                writer.flush()
+                for f in failed + failed_gen:
+                    fail_writer.write(asdict(f))
+                fail_writer.flush()
+                summary.written += len(rows)
+                summary.failures += failed + failed_gen
+                bar.update(len(loaded))
+                bar.set_postfix(failed=len(summary.failures))
+    finally:
+        bar.close()
+        writer.close()
+        fail_writer.close()
+        summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _generate(engine: Engine, studies: list[StudyInput],
+              settings: GenerationSettings) -> tuple[list[dict[str, Any]], list[Failure]]:
+    """The batch at once; if it fails, study by study, so one bad study fails alone."""
+    if not studies:
+        return [], []
+    try:
+        t0 = time.perf_counter()
+        results = engine.generate(studies, settings)
+        seconds = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - isolate the study at fault below
+        if len(studies) == 1:
+            return [], [Failure(studies[0].study_id, "generate", f"{type(exc).__name__}: {exc}")]
+        rows, failures = [], []
+        for study in studies:
+            r, f = _generate(engine, [study], settings)
+            rows += r
+            failures += f
+        return rows, failures
+    labels = label_reports([r.report for r in results])
+    return [result_row(r, labels[i], engine, settings, seconds, len(results)) for i, r in enumerate(results)], []
+
+
+def evaluate_output(output: Path, records: Sequence[StudyRecord], style: CleanStyle, meteor: bool = True):
+    """NLG + CE of the output's reports against the records' reference reports (None if no references)."""
+    from training.evaluate import EvalResult, compute_scores
+
+    refs = {r.study_id: r.report for r in records if r.report.strip()}
+    preds = {}
+    for line in output.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if row["id"] in refs:
+                preds[row["id"]] = row["report"]
+    if not preds:
+        return None
+    ids = sorted(preds)
+    scores = compute_scores([preds[i] for i in ids], [refs[i] for i in ids], style, meteor=meteor)
+    return EvalResult(scores, {"predictions": str(output), "style": style.value},
+                      {"scored": len(ids), "references": len(refs), "missing": len(refs) - len(ids)})

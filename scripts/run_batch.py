@@ -1,0 +1,96 @@
+"""Write reports for many studies with a trained checkpoint: one JSONL line per study.
+
+What:  studies → the batched engine (HF or vLLM) → OUTPUT.jsonl (+ OUTPUT.failures.jsonl), resumable.
+Input: --input a folder (one study per sub-folder), a CSV manifest (study_id,image_path[,view]),
+       an R2Gen annotation.json (+ --split), or a CheXpert Plus CSV (+ --split); without --input,
+       the checkpoint's own dataset split (phantoms rendered if its config says so).
+Run:   .venv/bin/python scripts/run_batch.py outputs/runs/debug/best --output outputs/batch/debug_test.jsonl --evaluate
+Exit:  0 all studies written; 1 some failed (see the failures file); 2 bad arguments or input.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
+
+
+@app.command()
+def main(
+    checkpoint: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A checkpoint folder.")],
+    output: Annotated[Path, typer.Option(help="JSONL to append to (ids already there are skipped).")],
+    input: Annotated[Path | None, typer.Option("--input", exists=True, help="Folder, manifest CSV, annotation.json or CheXpert Plus CSV.")] = None,
+    split: Annotated[str | None, typer.Option(help="Split of an annotation / CheXpert Plus CSV (default: test).")] = None,
+    image_root: Annotated[Path | None, typer.Option(help="Where relative image paths start.")] = None,
+    engine: Annotated[str, typer.Option(help="hf | vllm | vllm-remote")] = "hf",
+    vllm_url: Annotated[str | None, typer.Option(help="vllm-remote: http://host:port/v1")] = None,
+    vllm_model: Annotated[str | None, typer.Option(help="vllm-remote: the served model name.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Studies per engine call.")] = 16,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N studies.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    store: Annotated[str | None, typer.Option(help="Graph store: embedded | neo4j (default: the checkpoint's).")] = None,
+    neo4j_uri: Annotated[str | None, typer.Option(help="bolt://host:7687 (password: NEO4J_PASSWORD).")] = None,
+    num_beams: Annotated[int | None, typer.Option(min=1, help="Override the checkpoint's generation.num_beams.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Override generation.max_new_tokens.")] = None,
+    evaluate: Annotated[bool, typer.Option(help="Score the output against the input's reference reports.")] = False,
+    meteor: Annotated[bool, typer.Option(help="--no-meteor skips METEOR (Java) in --evaluate.")] = True,
+    progress: Annotated[bool, typer.Option(help="--no-progress hides the progress bar.")] = True,
+) -> None:
+    from cxr.clean import CleanStyle
+    from cxr.records import DataError
+    from generator.backends import BackendError, BackendKind
+    from generator.batch import read_studies, run_batch
+    from generator.engine import Engine, EngineConfig
+    from r2genkg.commands.evaluate import print_result
+    from training.checkpoint import CheckpointError, read_config
+
+    console = Console(stderr=True)
+    try:
+        kind = BackendKind(engine)
+        records, read_failures = read_studies(checkpoint, input, split, image_root, progress=progress)
+        if limit is not None:
+            records = records[:limit]
+        if not records:
+            raise DataError(f"no studies to generate for in {input or 'the checkpoint dataset'}")
+        config = EngineConfig(backend=kind, micro_batch=batch_size, device=device, store=store, neo4j_uri=neo4j_uri,
+                              vllm_url=vllm_url, vllm_model=vllm_model)
+        with Engine.from_checkpoint(checkpoint, config) as eng:
+            settings = eng.default_settings
+            settings = replace(settings, num_beams=num_beams or settings.num_beams,
+                               max_new_tokens=max_new_tokens or settings.max_new_tokens)
+            if kind is not BackendKind.HF and settings.num_beams > 1:
+                console.print(f"note: vLLM has no beam search on prompt_embeds: greedy instead of "
+                              f"num_beams={settings.num_beams}", highlight=False)
+                settings = replace(settings, num_beams=1)
+            console.print(f"{len(records)} studies → {output} with {eng.model_id} ({kind.value}, "
+                          f"{eng.device})", highlight=False)
+            summary = run_batch(eng, records, output, batch_size, settings, progress, read_failures)
+    except (DataError, CheckpointError, BackendError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    console.print(f"wrote {summary.written} reports in {summary.seconds:.1f} s "
+                  f"({summary.reports_per_second:.1f} reports/s); {summary.skipped_done} already done; "
+                  f"{len(summary.failures)} failed", highlight=False)
+    if evaluate:
+        from generator.batch import evaluate_output
+
+        style = CleanStyle(read_config(checkpoint).data.clean_style)
+        result = evaluate_output(output, records, style, meteor=meteor)
+        if result is None:
+            console.print("--evaluate: the input has no reference reports; nothing scored")
+        else:
+            print_result(Console(), result)
+    if summary.failures:
+        console.print(f"[yellow]{len(summary.failures)} studies failed; reasons in "
+                      f"{output.with_name(output.name.removesuffix('.jsonl') + '.failures.jsonl')}[/yellow]",
+                      highlight=False)
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(app())
