@@ -249,20 +249,36 @@ def _generate(engine: Engine, studies: list[StudyInput],
     return [result_row(r, labels[i], engine, settings, seconds, len(results)) for i, r in enumerate(results)], []
 
 
-def evaluate_output(output: Path, records: Sequence[StudyRecord], style: CleanStyle, meteor: bool = True):
-    """NLG + CE of the output's reports against the records' reference reports (None if no references)."""
+@dataclass
+class OutputScores:
+    result: Any                      # training.evaluate.EvalResult: NLG + CE of the written reports
+    auroc: dict[str, float | None]   # the classifier's 14 probabilities vs the references' labels
+
+    @property
+    def mean_auroc(self) -> float | None:
+        values = [v for v in self.auroc.values() if v is not None]
+        return float(np.mean(values)) if values else None
+
+
+def evaluate_output(output: Path, records: Sequence[StudyRecord], style: CleanStyle,
+                    meteor: bool = True) -> OutputScores | None:
+    """Score the output against the records' reference reports (None when there are none)."""
     from training.evaluate import EvalResult, compute_scores
+    from training.metrics.auroc import auroc_per_observation
 
     refs = {r.study_id: r.report for r in records if r.report.strip()}
-    preds = {}
+    rows = {}
     for line in output.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
             if row["id"] in refs:
-                preds[row["id"]] = row["report"]
-    if not preds:
+                rows[row["id"]] = row
+    if not rows:
         return None
-    ids = sorted(preds)
-    scores = compute_scores([preds[i] for i in ids], [refs[i] for i in ids], style, meteor=meteor)
-    return EvalResult(scores, {"predictions": str(output), "style": style.value},
-                      {"scored": len(ids), "references": len(refs), "missing": len(refs) - len(ids)})
+    ids = sorted(rows)
+    references = [refs[i] for i in ids]
+    scores = compute_scores([rows[i]["report"] for i in ids], references, style, meteor=meteor)
+    probs = np.array([[rows[i]["observations"][o.value] for o in OBSERVATIONS] for i in ids])
+    result = EvalResult(scores, {"predictions": str(output), "style": style.value},
+                        {"scored": len(ids), "references": len(refs), "missing": len(refs) - len(ids)})
+    return OutputScores(result, auroc_per_observation(probs, label_reports(references)))

@@ -80,11 +80,14 @@ def main(
         from generator.batch import evaluate_output
 
         style = CleanStyle(read_config(checkpoint).data.clean_style)
-        result = evaluate_output(output, records, style, meteor=meteor)
-        if result is None:
+        scored = evaluate_output(output, records, style, meteor=meteor)
+        if scored is None:
             console.print("--evaluate: the input has no reference reports; nothing scored")
         else:
-            print_result(Console(), result)
+            print_result(Console(), scored.result)
+            mean = scored.mean_auroc
+            Console().print(f"classifier mean AUROC {'n/a' if mean is None else f'{mean:.3f}'} over "
+                            f"{scored.result.counts['scored']} studies", highlight=False)
     if summary.failures:
         console.print(f"[yellow]{len(summary.failures)} studies failed; reasons in "
                       f"{output.with_name(output.name.removesuffix('.jsonl') + '.failures.jsonl')}[/yellow]",
