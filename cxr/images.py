@@ -64,9 +64,13 @@ def decode_image_bytes(data: bytes, name: str = "image", max_pixels: int | None 
     return _load_raster(io.BytesIO(data), max_pixels, name)
 
 
+class ImageTooLargeError(DataError):
+    """An image over a pixel limit (uploads): refused before its pixels are decoded."""
+
+
 def _check_pixels(pixels: int, max_pixels: int | None, name: object) -> None:
     if max_pixels is not None and pixels > max_pixels:
-        raise DataError(f"{name}: image has {pixels:,} pixels, over the limit of {max_pixels:,}")
+        raise ImageTooLargeError(f"{name}: image has {pixels:,} pixels, over the limit of {max_pixels:,}")
 
 
 def _load_raster(path: Path | BinaryIO, max_pixels: int | None = None, name: str | None = None) -> Image.Image:
@@ -81,10 +85,12 @@ def _load_raster(path: Path | BinaryIO, max_pixels: int | None = None, name: str
             return _to_gray8(img)
     except DataError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{label}: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise DataError(f"{label}: unsupported or unrecognised image format "
                         "(expected PNG, JPEG or DICOM)") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{label}: corrupt or truncated image ({exc})") from exc
 
 

@@ -73,16 +73,25 @@ class _StepTap(LogitsProcessor):
     """Reports each row's newest token as decoding goes; scores pass through unchanged.
 
     With ``inputs_embeds`` only, ``input_ids`` holds just the generated ids, so at step t the
-    processor sees tokens 0..t-1; ``HFBackend`` reports the last token after ``generate``.
+    processor sees tokens 0..t-1. A row stops reporting at its eos (later positions are padding);
+    ``sent[row]`` counts what was reported, and ``HFBackend`` reports the rest after ``generate``.
     """
 
-    def __init__(self, on_token: TokenCallback) -> None:
-        self.on_token = on_token
+    def __init__(self, on_token: TokenCallback, eos_id: int | None) -> None:
+        self.on_token, self.eos_id = on_token, eos_id
+        self.sent: dict[int, int] = {}
+        self.finished: set[int] = set()
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[1]:
             for row, token in enumerate(input_ids[:, -1].tolist()):
+                if row in self.finished:
+                    continue
+                if token == self.eos_id:
+                    self.finished.add(row)
+                    continue
                 self.on_token(row, token)
+                self.sent[row] = self.sent.get(row, 0) + 1
         return scores
 
 
@@ -105,9 +114,9 @@ class HFBackend:
         if settings.sampling:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
         # beams reorder rows at every step: only greedy / sampling stream token by token
-        streaming = on_token is not None and settings.num_beams == 1
-        if streaming:
-            kwargs["logits_processor"] = LogitsProcessorList([_StepTap(on_token)])
+        tap = _StepTap(on_token, eos) if on_token is not None and settings.num_beams == 1 else None
+        if tap is not None:
+            kwargs["logits_processor"] = LogitsProcessorList([tap])
         with torch.random.fork_rng(devices=[] if embeds.device.type == "cpu" else [embeds.device],
                                    enabled=settings.seed is not None):
             if settings.seed is not None:
@@ -116,8 +125,8 @@ class HFBackend:
         done = [trim(row, eos, pad, settings.max_new_tokens) for row in out]
         if on_token is not None:
             for row, c in enumerate(done):
-                # streamed rows saw all but their last token; beam rows see everything now
-                for token in (c.token_ids[-1:] if streaming else c.token_ids):
+                # what the tap did not report (the last token; beam search: everything)
+                for token in c.token_ids[(tap.sent.get(row, 0) if tap else 0):]:
                     on_token(row, token)
         return done
 

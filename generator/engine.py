@@ -27,6 +27,7 @@ from training.data import normalise
 
 log = logging.getLogger(__name__)
 
+SERVED_NAME = "r2genkg-llm"    # what `vllm serve --served-model-name` is given in our docs and compose file
 # on_token(study_index, token_id): the index is into the studies passed to Engine.generate
 StudyTokenCallback = Callable[[int, int], None]
 
@@ -46,7 +47,7 @@ class EngineConfig:
     neo4j_uri: str | None = None
     vllm_model_dir: str | None = None   # offline vLLM: the export dir (default CHECKPOINT/llm_export, made if absent)
     vllm_url: str | None = None          # remote vLLM: http://host:8001/v1
-    vllm_model: str | None = None        # the served model name (default: the export dir's name)
+    vllm_model: str = SERVED_NAME        # the served model name (vllm serve … --served-model-name)
     vllm_api_key: str | None = None
     vllm_concurrency: int = 64
 
@@ -196,5 +197,5 @@ def _make_backend(config: EngineConfig, bundle: ModelBundle, checkpoint: Path) -
             export_llm(checkpoint, directory, bundle)
         return VLLMBackend(directory, model.tokenizer, dtype=bundle.config.model.llm.dtype)
     assert config.vllm_url is not None
-    name = config.vllm_model or Path(config.vllm_model_dir or "llm_export").name
-    return RemoteVLLMBackend(config.vllm_url, name, model.tokenizer, config.vllm_api_key, config.vllm_concurrency)
+    return RemoteVLLMBackend(config.vllm_url, config.vllm_model, model.tokenizer, config.vllm_api_key,
+                             config.vllm_concurrency)

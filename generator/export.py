@@ -38,7 +38,7 @@ def export_llm(checkpoint: str | Path, out_dir: str | Path, bundle: ModelBundle 
         save_file(adapter, str(tmp / ADAPTER_FILE))
         manifest = {"checkpoint": str(checkpoint.resolve()), "run": bundle.config.name,
                     "hidden_size": llm.config.get_text_config().hidden_size,
-                    "serve": f"vllm serve {out} --enable-prompt-embeds"}
+                    "serve": f"vllm serve {out} --enable-prompt-embeds --served-model-name r2genkg-llm"}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)

@@ -10,7 +10,7 @@ import typer
 from r2genkg.env import use_offline_defaults
 
 # Each module exposes register(app); the order here is the order of `r2genkg --help`.
-COMMAND_MODULES = ("pipeline", "demo", "data", "label", "phantoms", "evaluate", "kg", "train")
+COMMAND_MODULES = ("pipeline", "demo", "data", "label", "phantoms", "evaluate", "kg", "train", "serve")
 
 app = typer.Typer(
     no_args_is_help=True,

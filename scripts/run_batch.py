@@ -29,7 +29,7 @@ def main(
     image_root: Annotated[Path | None, typer.Option(help="Where relative image paths start.")] = None,
     engine: Annotated[str, typer.Option(help="hf | vllm | vllm-remote")] = "hf",
     vllm_url: Annotated[str | None, typer.Option(help="vllm-remote: http://host:port/v1")] = None,
-    vllm_model: Annotated[str | None, typer.Option(help="vllm-remote: the served model name.")] = None,
+    vllm_model: Annotated[str, typer.Option(help="vllm-remote: vllm serve's --served-model-name.")] = "r2genkg-llm",
     batch_size: Annotated[int, typer.Option(min=1, help="Studies per engine call.")] = 16,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N studies.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",

@@ -1,0 +1,159 @@
+"""Dynamic batching for the API: concurrent requests queue up and one worker thread runs them
+through ``Engine.generate`` together (up to ``max_batch``, waiting at most ``max_wait_ms``).
+
+Requests with different decoding settings are generated in separate groups of one batch.
+Streaming requests get their text deltas pushed into an asyncio queue while the batch decodes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, dataclass, field
+
+from generator.engine import Engine, StudyInput
+from generator.model import GenerationResult
+from generator.settings import GenerationSettings
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(RuntimeError):
+    pass
+
+
+@dataclass
+class Job:
+    study: StudyInput
+    settings: GenerationSettings
+    future: asyncio.Future
+    deltas: asyncio.Queue | None = None        # streaming: text pieces, as decoded
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchStats:
+    requests: int = 0
+    batches: int = 0
+    studies: int = 0
+    tokens: int = 0
+    failures: int = 0
+    batch_size_counts: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    queue_seconds: float = 0.0
+
+
+class _Streamer:
+    """Turns a study's token ids into text deltas whose concatenation is the final report."""
+
+    def __init__(self, job: Job, tokenizer, loop: asyncio.AbstractEventLoop) -> None:
+        self.job, self.tokenizer, self.loop = job, tokenizer, loop
+        self.ids: list[int] = []
+        self.sent = ""
+
+    def token(self, token: int) -> None:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip().rstrip()
+        # hold back an incomplete UTF-8 sequence and trailing blanks: the report is stripped
+        if text.endswith("\ufffd") or not text.startswith(self.sent) or len(text) == len(self.sent):
+            return
+        self._send(text[len(self.sent):])
+        self.sent = text
+
+    def finish(self, report: str) -> None:
+        if report.startswith(self.sent) and len(report) > len(self.sent):
+            self._send(report[len(self.sent):])
+            self.sent = report
+
+    def _send(self, piece: str) -> None:
+        assert self.job.deltas is not None
+        self.loop.call_soon_threadsafe(self.job.deltas.put_nowait, piece)
+
+
+def _resolve(future: asyncio.Future, result: GenerationResult | None, error: BaseException | None) -> None:
+    if future.done():      # the client went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class DynamicBatcher:
+    def __init__(self, engine: Engine, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 256) -> None:
+        if max_batch < 1 or max_wait_ms < 0 or max_queue < 1:
+            raise ValueError(f"DynamicBatcher: max_batch={max_batch}, max_wait_ms={max_wait_ms}, "
+                             f"max_queue={max_queue} must be ≥ 1, ≥ 0, ≥ 1")
+        self.engine, self.max_batch, self.max_wait = engine, max_batch, max_wait_ms / 1000
+        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=max_queue)
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")   # owns the engine
+        self.stats = BatchStats()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.worker.shutdown(wait=True)
+
+    def submit(self, job: Job) -> None:
+        try:
+            self.queue.put_nowait(job)
+        except asyncio.QueueFull as exc:
+            raise QueueFullError(f"the server is busy: {self.queue.maxsize} requests are waiting") from exc
+        self.stats.requests += 1
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            deadline = loop.time() + self.max_wait
+            while len(jobs) < self.max_batch:
+                try:
+                    jobs.append(self.queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    jobs.append(await asyncio.wait_for(self.queue.get(), remaining))
+                except TimeoutError:
+                    break
+            groups: dict[tuple, list[Job]] = defaultdict(list)
+            for job in jobs:
+                if not job.future.done():
+                    groups[astuple(job.settings)].append(job)
+            for group in groups.values():
+                await loop.run_in_executor(self.worker, self._generate, group, loop)
+
+    def _generate(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:
+        """Runs in the worker thread."""
+        now = time.perf_counter()
+        self.stats.queue_seconds += sum(now - j.queued_at for j in jobs)
+        streamers = {i: _Streamer(j, self.engine.model.tokenizer, loop) for i, j in enumerate(jobs) if j.deltas}
+        tap = (lambda i, t: streamers[i].token(t) if i in streamers else None) if streamers else None
+        try:
+            results = self.engine.generate([j.study for j in jobs], jobs[0].settings, tap)
+        except Exception as exc:  # reported to every request of the group; the server lives on
+            log.exception("generation failed for a batch of %d", len(jobs))
+            self.stats.failures += len(jobs)
+            for job in jobs:
+                loop.call_soon_threadsafe(_resolve, job.future, None, exc)
+            return
+        self.stats.batches += 1
+        self.stats.studies += len(jobs)
+        self.stats.batch_size_counts[len(jobs)] += 1
+        for i, (job, result) in enumerate(zip(jobs, results)):
+            self.stats.tokens += result.completion_tokens
+            if i in streamers:
+                streamers[i].finish(result.report)
+            loop.call_soon_threadsafe(_resolve, job.future, result, None)

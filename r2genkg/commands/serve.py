@@ -1,0 +1,93 @@
+"""`r2genkg serve`: the OpenAI-compatible API on a checkpoint; `r2genkg export-llm`: the LLM for vLLM."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+KEYS_ENV = "R2GENKG_API_KEYS"
+
+
+def read_api_keys(key_file: Path | None) -> tuple[str, ...]:
+    """R2GENKG_API_KEYS (comma-separated) plus one key per line of ``key_file``."""
+    keys = [k.strip() for k in os.environ.get(KEYS_ENV, "").split(",")]
+    if key_file is not None:
+        keys += [line.strip() for line in key_file.read_text(encoding="utf-8").splitlines()]
+    return tuple(k for k in keys if k and not k.startswith("#"))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve_command(
+        checkpoint: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A checkpoint folder.")],
+        host: Annotated[str, typer.Option(help="Bind address (0.0.0.0 only behind a proxy or in a container).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+        engine: Annotated[str, typer.Option(envvar="R2GENKG_ENGINE", help="hf | vllm | vllm-remote")] = "hf",
+        vllm_url: Annotated[str | None, typer.Option(envvar="R2GENKG_VLLM_URL", help="vllm-remote: http://host:8001/v1")] = None,
+        vllm_model: Annotated[str, typer.Option(help="vllm-remote: vllm serve's --served-model-name.")] = "r2genkg-llm",
+        vllm_model_dir: Annotated[Path | None, typer.Option(help="vllm: the export-llm folder (made if absent).")] = None,
+        store: Annotated[str | None, typer.Option(envvar="R2GENKG_STORE", help="embedded | neo4j (default: the checkpoint's)")] = None,
+        neo4j_uri: Annotated[str | None, typer.Option(envvar="NEO4J_URI", help="bolt://host:7687 (password: NEO4J_PASSWORD)")] = None,
+        device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+        micro_batch: Annotated[int, typer.Option(min=1, help="Studies per adapter forward.")] = 16,
+        max_batch: Annotated[int, typer.Option(min=1, help="Requests batched together.")] = 16,
+        max_wait_ms: Annotated[float, typer.Option(min=0, help="How long a request waits for others to batch with.")] = 5.0,
+        max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 512,
+        max_image_mb: Annotated[float, typer.Option(min=0.01, help="Largest image, decoded bytes.")] = 10.0,
+        max_images: Annotated[int, typer.Option(min=1, help="Most images (views) per request.")] = 4,
+        image_url_allowlist: Annotated[list[str] | None, typer.Option(help="Hosts whose http(s) image URLs may be fetched.")] = None,
+        no_auth: Annotated[bool, typer.Option("--no-auth", help="Turn API keys off (local use only).")] = False,
+        api_key_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="One API key per line.")] = None,
+    ) -> None:
+        """Serve the OpenAI-compatible API (POST /v1/chat/completions) from CHECKPOINT."""
+        import uvicorn
+
+        from generator.backends import BackendError, BackendKind
+        from generator.engine import Engine, EngineConfig
+        from generator.server import ServerConfig, create_app
+        from r2genkg.commands.train import _fail
+        from training.checkpoint import CheckpointError
+
+        console = Console(stderr=True)
+        try:
+            config = ServerConfig(api_keys=read_api_keys(api_key_file), auth=not no_auth, max_tokens=max_tokens,
+                                  max_image_bytes=int(max_image_mb * 1024 * 1024), max_images=max_images,
+                                  max_batch=max_batch, max_wait_ms=max_wait_ms,
+                                  image_url_allowlist=tuple(h.lower() for h in image_url_allowlist or ()))
+            engine_config = EngineConfig(backend=BackendKind(engine), micro_batch=micro_batch, device=device, store=store,
+                                         neo4j_uri=neo4j_uri, vllm_url=vllm_url, vllm_model=vllm_model,
+                                         vllm_model_dir=str(vllm_model_dir) if vllm_model_dir else None)
+            eng = Engine.from_checkpoint(checkpoint, engine_config)
+        except (CheckpointError, BackendError, ValueError, FileNotFoundError) as exc:
+            raise _fail(console, exc) from exc
+        if no_auth:
+            console.print("[yellow]warning: API keys are off (--no-auth): anyone who reaches the port can use it"
+                          "[/yellow]", highlight=False)
+        console.print(f"serving {eng.model_id} ({eng.backend.kind.value}, {eng.device}) on http://{host}:{port}/v1",
+                      highlight=False)
+        try:
+            uvicorn.run(create_app(eng, config), host=host, port=port, log_level="info")
+        finally:
+            eng.close()
+
+    @app.command("export-llm")
+    def export_llm_command(
+        checkpoint: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A checkpoint folder.")],
+        out_dir: Annotated[Path, typer.Argument(help="Where to write the HF folder vLLM loads.")],
+    ) -> None:
+        """Merge LoRA into the LLM and write an HF folder (with tokenizer) for `vllm serve --enable-prompt-embeds`."""
+        from generator.export import export_llm
+        from r2genkg.commands.train import _fail
+        from training.checkpoint import CheckpointError
+
+        console = Console()
+        try:
+            out = export_llm(checkpoint, out_dir)
+        except (CheckpointError, FileNotFoundError, ValueError) as exc:
+            raise _fail(console, exc) from exc
+        console.print(f"wrote {out}\nserve it:  vllm serve {out} --enable-prompt-embeds --served-model-name "
+                      f"r2genkg-llm --port 8001\nthen:      r2genkg serve {checkpoint} --engine vllm-remote "
+                      "--vllm-url http://127.0.0.1:8001/v1", highlight=False)

@@ -1,0 +1,195 @@
+"""The OpenAI-compatible API, served by uvicorn on a free loopback port and called with the
+official `openai` client: reports from PNG / JPEG / DICOM views, streaming, the r2genkg extension,
+auth, every input limit, refusal of tensors and remote URLs, and 16 concurrent requests batched."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import openai
+import pytest
+import uvicorn
+from PIL import Image
+
+from generator.engine import Engine, EngineConfig, StudyInput
+from generator.server import ServerConfig, create_app
+
+pytestmark = pytest.mark.slow
+KEY = "test-key-0123456789"
+LIMITS = {"max_image_bytes": 64 * 1024, "max_pixels": 512 * 512, "max_images": 3, "max_tokens": 48}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def client(self, key: str = KEY) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=120)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint: Path):
+    with Engine.from_checkpoint(tiny_checkpoint, EngineConfig(device="cpu", micro_batch=8)) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def served(engine):
+    s = Served(create_app(engine, ServerConfig(api_keys=(KEY,), max_batch=16, max_wait_ms=20, **LIMITS)))
+    yield s
+    s.stop()
+
+
+def pixels(seed: int, size: int = 96) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)
+
+
+def data_uri(array: np.ndarray, fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    mime = "image/png" if fmt == "PNG" else "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+def message(*urls: str, text: str = "Write the findings and impression.") -> list[dict]:
+    parts = [{"type": "text", "text": text}] + [{"type": "image_url", "image_url": {"url": u}} for u in urls]
+    return [{"role": "user", "content": parts}]
+
+
+def ask(client: openai.OpenAI, *urls: str, **kwargs):
+    return client.chat.completions.create(model="r2genkg", messages=message(*urls), **kwargs)
+
+
+def test_report_equals_the_engine_on_the_same_pixels(served, engine):
+    view = pixels(1)
+    resp = ask(served.client(), data_uri(view), max_tokens=24, temperature=0)
+    direct = engine.generate([StudyInput("x", [view])], engine.default_settings.__class__(max_new_tokens=24))[0]
+    assert resp.choices[0].message.content == direct.report and direct.report
+    assert resp.choices[0].finish_reason in {"stop", "length"}
+    assert resp.usage.completion_tokens == direct.completion_tokens
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+    ext = resp.model_extra["r2genkg"]
+    assert len(ext["observations"]) == 14 and ext["observations"] == pytest.approx(direct.probabilities, abs=1e-5)
+    assert ext["evidence"]["seeds"] and ext["model_id"] == engine.model_id
+
+
+def test_two_views_jpeg_and_dicom(served, tmp_path):
+    from tests.cxr.test_images import write_dicom
+
+    two = ask(served.client(), data_uri(pixels(2)), data_uri(pixels(3), "JPEG"), max_tokens=16)
+    assert two.choices[0].message.content
+    dcm = write_dicom(tmp_path / "v.dcm", pixels(4, 80).astype(np.uint16) * 16, 12)
+    uri = "data:application/dicom;base64," + base64.b64encode(dcm.read_bytes()).decode()
+    assert ask(served.client(), uri, max_tokens=16).choices[0].message.content
+
+
+def test_streaming_equals_the_whole_response(served):
+    uri = data_uri(pixels(5))
+    whole = ask(served.client(), uri, max_tokens=32).choices[0].message.content
+    chunks = list(ask(served.client(), uri, max_tokens=32, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 1   # token by token
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finals) == 1 and "r2genkg" in finals[0].model_extra
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_auth_is_required(served):
+    with pytest.raises(openai.AuthenticationError) as err:
+        ask(served.client("wrong-key"), data_uri(pixels(6)))
+    assert err.value.status_code == 401 and "API key" in err.value.message
+    req = urllib.request.Request(f"{served.url}/v1/models")
+    with pytest.raises(urllib.error.HTTPError) as no_key:
+        urllib.request.urlopen(req, timeout=10)
+    assert no_key.value.code == 401
+    assert json.loads(no_key.value.read())["error"]["code"] == "invalid_api_key"
+    assert served.client().models.list().data[0].id == "r2genkg"
+
+
+@pytest.mark.parametrize(("urls", "kwargs", "status", "needle"), [
+    (lambda: [data_uri(np.random.default_rng(0).integers(0, 256, (400, 400), dtype=np.uint8))], {}, 413,
+     "over the limit of 65,536 bytes"),
+    (lambda: [data_uri(np.zeros((600, 600), np.uint8))], {}, 413, "over the limit of 262,144"),
+    (lambda: ["data:image/png;base64," + base64.b64encode(b"GIF89a not a png at all").decode()], {}, 400,
+     "PNG, JPEG or DICOM"),
+    (lambda: ["data:image/png;base64,@@@not-base64@@@"], {}, 400, "base64"),
+    (lambda: ["data:image/png,rawdata"], {}, 400, "malformed data URI"),
+    (lambda: ["http://198.51.100.7/cxr.png"], {}, 400, "remote image URLs are refused"),
+    (lambda: ["file:///etc/passwd"], {}, 400, "not accepted"),
+    (lambda: [data_uri(pixels(7))] * 4, {}, 400, "over the limit of 3 views"),
+    (list, {}, 400, "no image"),
+    (lambda: [data_uri(pixels(8))], {"max_tokens": 4096}, 400, "max_tokens"),
+    (lambda: [data_uri(pixels(9))], {"n": 2}, 400, "n=1"),
+    (lambda: [data_uri(pixels(10))], {"extra_body": {"prompt_embeds": "AAAA"}}, 400, "never takes tensors"),
+])
+def test_bad_requests_get_openai_errors_and_the_server_lives(served, urls, kwargs, status, needle):
+    with pytest.raises(openai.APIStatusError) as err:
+        ask(served.client(), *urls(), **kwargs)
+    assert err.value.status_code == status
+    body = err.value.response.json()["error"]
+    assert needle in body["message"] and body["type"]
+    assert served.get("/health")[0] == 200
+
+
+def test_embeds_as_a_content_part_are_refused(served):
+    msgs = [{"role": "user", "content": [{"type": "prompt_embeds", "prompt_embeds": "AAAA"},
+                                         {"type": "image_url", "image_url": {"url": data_uri(pixels(11))}}]}]
+    with pytest.raises(openai.BadRequestError, match="never accepted"):
+        served.client().chat.completions.create(model="r2genkg", messages=msgs)
+
+
+def test_sixteen_concurrent_requests_are_batched(served):
+    def metric(name: str) -> float:
+        text = served.get("/metrics")[1]
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+    batches0, studies0 = metric("r2genkg_batches_total"), metric("r2genkg_studies_generated_total")
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: ask(served.client(), data_uri(pixels(100 + i)), max_tokens=24),
+                                range(16)))
+    assert all(r.choices[0].message.content for r in results)
+    batches, studies = metric("r2genkg_batches_total") - batches0, metric("r2genkg_studies_generated_total") - studies0
+    assert studies == 16 and batches < 16, f"{batches} batches for 16 requests: nothing was batched"
+    status, health = served.get("/health")
+    assert status == 200 and json.loads(health)["status"] == "ok"
+
+
+def test_config_refuses_auth_without_keys():
+    with pytest.raises(ValueError, match="R2GENKG_API_KEYS"):
+        ServerConfig(api_keys=())
+    assert ServerConfig(api_keys=(), auth=False).auth is False
