@@ -1,0 +1,4 @@
+"""`python -m r2genkg`: the same as the `r2genkg` command."""
+from r2genkg.cli import main
+
+main()
