@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         engine: Annotated[str, typer.Option(envvar="R2GENKG_ENGINE", help="hf | vllm | vllm-remote")] = "hf",
         vllm_url: Annotated[str | None, typer.Option(envvar="R2GENKG_VLLM_URL", help="vllm-remote: http://host:8001/v1")] = None,
         vllm_model: Annotated[str, typer.Option(help="vllm-remote: vllm serve's --served-model-name.")] = "r2genkg-llm",
+        vllm_api_key: Annotated[str | None, typer.Option(envvar="R2GENKG_VLLM_API_KEY", help="vllm-remote: the vLLM server's --api-key.")] = None,
         vllm_model_dir: Annotated[Path | None, typer.Option(help="vllm: the export-llm folder (made if absent).")] = None,
         store: Annotated[str | None, typer.Option(envvar="R2GENKG_STORE", help="embedded | neo4j (default: the checkpoint's)")] = None,
         neo4j_uri: Annotated[str | None, typer.Option(envvar="NEO4J_URI", help="bolt://host:7687 (password: NEO4J_PASSWORD)")] = None,
@@ -58,7 +59,7 @@ def register(app: typer.Typer) -> None:
                                   max_batch=max_batch, max_wait_ms=max_wait_ms,
                                   image_url_allowlist=tuple(h.lower() for h in image_url_allowlist or ()))
             engine_config = EngineConfig(backend=BackendKind(engine), micro_batch=micro_batch, device=device, store=store,
-                                         neo4j_uri=neo4j_uri, vllm_url=vllm_url, vllm_model=vllm_model,
+                                         neo4j_uri=neo4j_uri, vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key,
                                          vllm_model_dir=str(vllm_model_dir) if vllm_model_dir else None)
             eng = Engine.from_checkpoint(checkpoint, engine_config)
         except (CheckpointError, BackendError, ValueError, FileNotFoundError) as exc:
