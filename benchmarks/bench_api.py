@@ -1,0 +1,123 @@
+"""Benchmark: the API under 16 concurrent clients vs the same requests sent one after another.
+
+What: starts `r2genkg serve`'s app in-process (uvicorn on a free loopback port, API keys on, the
+HF engine on CPU), then side by side in one run, each for --seconds:
+  sequential   one openai client, one request at a time;
+  concurrent   16 client threads (dynamic batching groups their requests).
+Requests are chat completions with one test phantom as a PNG data URI, the same max_tokens.
+Prints requests/s, the ratio concurrent/sequential (target >= 4x), p50/p95 latency and errors.
+Needs: a checkpoint (the README's main job writes outputs/runs/debug/best).
+Run:   .venv/bin/python benchmarks/bench_api.py [--checkpoint DIR] [--seconds 60] [--clients 16]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import secrets
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import openai
+import uvicorn
+from PIL import Image
+
+from cxr.images import load_image
+from generator.engine import Engine, EngineConfig
+from generator.server import ServerConfig, create_app
+from training.checkpoint import read_config
+from training.data import load_split, prepare_images
+
+
+def payloads(checkpoint: Path, n: int = 32) -> list[str]:
+    data = read_config(checkpoint).data
+    data.limit = {"test": n}
+    prepare_images(data, splits=["test"], progress=False)
+    uris = []
+    for record in load_split(data, "test"):
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(load_image(record.image_paths[0]))).save(buf, format="PNG")
+        uris.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+    return uris
+
+
+def serve(engine: Engine, key: str, max_batch: int) -> tuple[uvicorn.Server, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(engine, ServerConfig(api_keys=(key,), max_batch=max_batch, max_wait_ms=5))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, port
+
+
+def load(port: int, key: str, uris: list[str], clients: int, seconds: float, max_tokens: int) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    lock = threading.Lock()
+
+    def client_loop(c: int) -> None:
+        nonlocal errors
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=120)
+        i = c
+        while time.perf_counter() < stop:
+            msg = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": uris[i % len(uris)]}}]}]
+            t0 = time.perf_counter()
+            try:
+                client.chat.completions.create(model="r2genkg", messages=msg, max_tokens=max_tokens)
+                with lock:
+                    latencies.append(time.perf_counter() - t0)
+            except openai.OpenAIError:
+                with lock:
+                    errors += 1
+            i += clients
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client_loop, range(clients)))
+    wall = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000
+    return {"requests": len(latencies), "errors": errors, "seconds": wall, "rps": len(latencies) / wall,
+            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p95_ms": float(np.percentile(lat, 95)) if len(lat) else float("nan")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=Path("outputs/runs/debug/best"))
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=40)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    if not (args.checkpoint / "config.yaml").is_file():
+        raise SystemExit(f"{args.checkpoint}: no checkpoint; run the README's main job first")
+    key = secrets.token_urlsafe(16)
+    uris = payloads(args.checkpoint)
+    with Engine.from_checkpoint(args.checkpoint, EngineConfig(device="cpu", micro_batch=args.clients)) as engine:
+        server, port = serve(engine, key, max_batch=args.clients)
+        load(port, key, uris, 1, 2.0, args.max_tokens)                     # warm-up
+        rows = {"sequential (1 client)": load(port, key, uris, 1, args.seconds, args.max_tokens),
+                f"concurrent ({args.clients} clients)": load(port, key, uris, args.clients, args.seconds,
+                                                             args.max_tokens)}
+        server.should_exit = True
+    base = rows["sequential (1 client)"]["rps"]
+    print(f"{engine.model_id}, HF engine on CPU, max_tokens={args.max_tokens}, {args.seconds:.0f} s each")
+    print(f"{'':24s} {'req/s':>7s} {'x seq':>6s} {'p50 ms':>8s} {'p95 ms':>8s} {'requests':>9s} {'errors':>7s}")
+    for name, r in rows.items():
+        print(f"{name:24s} {r['rps']:7.1f} {r['rps'] / base:6.1f} {r['p50_ms']:8.0f} {r['p95_ms']:8.0f} "
+              f"{r['requests']:9d} {r['errors']:7d}")
+    if args.json:
+        args.json.write_text(json.dumps({"model": engine.model_id, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
