@@ -184,3 +184,18 @@ def test_encode_embeds_round_trips():
     t = torch.randn(7, 16)
     back = torch.load(io.BytesIO(base64.b64decode(encode_embeds(t))), weights_only=True)
     assert torch.equal(back, t)
+
+
+def test_step_tap_stops_a_row_at_its_eos():
+    from generator.backends import _StepTap
+
+    seen: list[tuple[int, int]] = []
+    tap = _StepTap(lambda row, token: seen.append((row, token)), eos_id=2)
+    steps = [[], [5, 7], [2, 8], [0, 9]]            # row 0: 5 then eos then padding; row 1: 7 8 9
+    for t in range(1, 4):
+        ids = torch.tensor([[steps[s][r] for s in range(1, t + 1)] for r in range(2)])
+        tap(ids, torch.zeros(2, 4))
+    assert seen == [(0, 5), (1, 7), (1, 8), (1, 9)] and tap.sent == {0: 1, 1: 3}
+    done = [trim([5, 2, 0, 0], 2, 0, 4), trim([7, 8, 9, 4], 2, 0, 4)]
+    # HFBackend then reports what the tap has not: row 0 nothing, row 1 its last token
+    assert [c.token_ids[tap.sent[r]:] for r, c in enumerate(done)] == [[], [4]]
