@@ -1,4 +1,5 @@
 """`python -m r2genkg`: the same as the `r2genkg` command."""
 from r2genkg.cli import main
 
-main()
+if __name__ == "__main__":
+    main()
