@@ -133,7 +133,12 @@ class DynamicBatcher:
                 if not job.future.done():
                     groups[astuple(job.settings)].append(job)
             for group in groups.values():
-                await loop.run_in_executor(self.worker, self._generate, group, loop)
+                try:
+                    await loop.run_in_executor(self.worker, self._generate, group, loop)
+                except Exception as exc:   # whatever went wrong, the loop must keep serving
+                    log.exception("batch worker failed for a batch of %d", len(group))
+                    for job in group:
+                        _resolve(job.future, None, exc)
 
     def _generate(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:
         """Runs in the worker thread."""

@@ -135,11 +135,23 @@ def _image_bytes(url: str, config: ServerConfig, k: int) -> bytes:
     if host not in config.image_url_allowlist:
         raise APIError(400, f"image {k}: remote image URLs are refused (host {host!r} is not in the allowlist); "
                        "send the image as a data: URI", param="messages", code="url_not_allowed")
-    with urllib.request.urlopen(url, timeout=config.fetch_timeout_s) as resp:   # allowlisted host only
-        data = resp.read(config.max_image_bytes + 1)
+    try:   # allowlisted host only, and no redirects: a redirect could lead anywhere
+        with _NO_REDIRECTS.open(url, timeout=config.fetch_timeout_s) as resp:
+            data = resp.read(config.max_image_bytes + 1)
+    except (OSError, ValueError) as exc:   # URLError, HTTPError (incl. 3xx), timeouts
+        raise APIError(400, f"image {k}: could not fetch {url!r}: {exc}", param="messages",
+                       code="image_fetch_failed") from exc
     if len(data) > config.max_image_bytes:
         raise _too_large(k, len(data), config)
     return data
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None   # urllib then raises HTTPError for the 3xx
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
 
 
 def _too_large(k: int, size: int, config: ServerConfig) -> APIError:
@@ -333,7 +345,8 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
             raise APIError(503, str(exc), type_="server_error", code="overloaded") from exc
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if stream:
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
             return StreamingResponse(_sse(job, rid, created, include_usage, t0), media_type="text/event-stream")
         try:
             result = await job.future

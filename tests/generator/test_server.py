@@ -4,6 +4,7 @@ auth, every input limit, refusal of tensors and remote URLs, and 16 concurrent r
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import socket
@@ -12,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
+from generator.batcher import DynamicBatcher, QueueFullError
 from generator.engine import Engine, EngineConfig, StudyInput
 from generator.server import ServerConfig, create_app
 
@@ -97,7 +100,8 @@ def ask(client: openai.OpenAI, *urls: str, **kwargs):
 def test_report_equals_the_engine_on_the_same_pixels(served, engine):
     view = pixels(1)
     resp = ask(served.client(), data_uri(view), max_tokens=24, temperature=0)
-    direct = engine.generate([StudyInput("x", [view])], engine.default_settings.__class__(max_new_tokens=24))[0]
+    same = replace(engine.default_settings, max_new_tokens=24, temperature=0.0)   # what the server derives
+    direct = engine.generate([StudyInput("x", [view])], same)[0]
     assert resp.choices[0].message.content == direct.report and direct.report
     assert resp.choices[0].finish_reason in {"stop", "length"}
     assert resp.usage.completion_tokens == direct.completion_tokens
@@ -171,6 +175,57 @@ def test_embeds_as_a_content_part_are_refused(served):
                                          {"type": "image_url", "image_url": {"url": data_uri(pixels(11))}}]}]
     with pytest.raises(openai.BadRequestError, match="never accepted"):
         served.client().chat.completions.create(model="r2genkg", messages=msgs)
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(served):
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    try:   # announce 100 MB, send almost nothing: the answer must not wait for the rest
+        conn.putrequest("POST", "/v1/chat/completions")
+        for name, value in (("Authorization", f"Bearer {KEY}"), ("Content-Type", "application/json"),
+                            ("Content-Length", str(100 * 1024 * 1024))):
+            conn.putheader(name, value)
+        conn.endheaders(b"{")
+        resp = conn.getresponse()
+        error = json.loads(resp.read())["error"]
+    finally:
+        conn.close()
+    assert resp.status == 413 and "over the limit" in error["message"] and error["code"] == "body_too_large"
+    assert served.get("/health")[0] == 200
+
+
+def test_engine_failure_is_a_500_and_the_server_lives(served, engine, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine, "generate", broken)
+    with pytest.raises(openai.InternalServerError) as err:
+        ask(served.client(), data_uri(pixels(12)), max_tokens=8)
+    assert err.value.status_code == 500 and "generation failed" in err.value.message
+    monkeypatch.undo()
+    assert ask(served.client(), data_uri(pixels(12)), max_tokens=8).choices[0].message.content
+
+
+def test_a_streaming_client_that_hangs_up_does_not_break_the_worker(served):
+    body = json.dumps({"model": "r2genkg", "messages": message(data_uri(pixels(13))), "max_tokens": 40,
+                       "stream": True})
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    conn.request("POST", "/v1/chat/completions", body, {"Authorization": f"Bearer {KEY}",
+                                                        "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.readline().startswith(b"data: ")   # the role chunk, then hang up
+    conn.close()
+    assert ask(served.client(), data_uri(pixels(14)), max_tokens=8).choices[0].message.content
+    assert served.get("/health")[0] == 200
+
+
+def test_a_full_queue_refuses_more_work():
+    batcher = DynamicBatcher(engine=None, max_batch=1, max_wait_ms=0, max_queue=1)   # type: ignore[arg-type]
+    try:
+        batcher.submit(object())   # type: ignore[arg-type]
+        with pytest.raises(QueueFullError, match="1 requests are waiting"):
+            batcher.submit(object())   # type: ignore[arg-type]
+    finally:
+        batcher.worker.shutdown()
 
 
 def test_sixteen_concurrent_requests_are_batched(served):
