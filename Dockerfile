@@ -1,7 +1,7 @@
-# The r2genkg command line in a container: docker-compose.yml runs it as the `api` (r2genkg serve),
-# `api-gpu`, `export` and `kg-load` services. Dependencies come from PyPI (torch's PyPI wheel
-# bundles CUDA libraries and runs fine on CPU); the `gpu` extra (vllm) is not installed: the api
-# talks to the vllm container over HTTP.
+# The r2genkg command line in a container: docker-compose.yml runs it as the `api` / `api-gpu`
+# servers and the one-shot `kg-load` and `export` jobs. Dependencies come from PyPI (torch's PyPI
+# wheel bundles CUDA libraries and runs fine on CPU). The `gpu` extra (vllm, faiss-gpu) is not
+# installed: the API reaches vLLM in its own container over HTTP.
 FROM python:3.11-slim
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
@@ -14,12 +14,19 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -r /tmp/requirements.txt
 
 COPY . .
-RUN pip install --no-deps . \
-    && useradd --create-home --uid 10001 r2genkg \
-    && mkdir -p /app/outputs && chown r2genkg /app/outputs
+RUN pip install --no-deps .
+
+# A non-root user. /app/outputs/kg exists and is theirs so a named volume mounted there starts
+# writable; /checkpoints and /export are the mount points docker-compose.yml uses.
+ARG UID=1000
+ARG GID=1000
+RUN groupadd --gid "$GID" r2genkg \
+    && useradd --uid "$UID" --gid "$GID" --create-home --shell /usr/sbin/nologin r2genkg \
+    && mkdir -p /app/outputs/kg /checkpoints /export \
+    && chown -R r2genkg:r2genkg /app/outputs /export
 USER r2genkg
 
 # Nothing is downloaded at run time.
-ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 EXPOSE 8000
 CMD ["r2genkg", "--help"]
