@@ -1,7 +1,8 @@
 """Read a folder of chest X-rays into ``StudyRecord``s, from either of two layouts.
 
 (a) ``root/<study_id>/*.png|jpg|jpeg|dcm`` (views sorted by name) + optional ``report.txt``;
-(b) a CSV manifest ``study_id,image_path[,report,split]``, several rows (views) per study.
+(b) a CSV manifest ``study_id,image_path[,view,report,split]``, several rows (views) per study;
+    with a ``view`` column (PA, AP, FRONTAL, LATERAL, LL, …) frontal views come first.
 """
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ class _ManifestStudy:
     split: str
     report: str
     views: list[Path] = field(default_factory=list)
+    ranks: list[int] = field(default_factory=list)   # from the optional view column: frontal 0, lateral 1
+
+
+FRONTAL_VIEWS = frozenset({"PA", "AP", "FRONTAL", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD", "PA RLD"})
+
+
+def view_rank(view: str) -> int:
+    """0 for a frontal view, 1 for anything else (lateral, LL, …), 0 when the column is empty."""
+    view = view.strip().upper()
+    return 0 if not view or view in FRONTAL_VIEWS else 1
 
 
 def read_folder(
@@ -128,11 +139,13 @@ def _read_manifest(
             continue
         study.report = study.report or report
         study.views.append(root / image)
+        study.ranks.append(view_rank(row.get("view") or ""))
     records = []
     for study_id, study in studies.items():
         if problem := image_problem(study.views, check):
             policy.fail(f"{study.where}: study {study_id}: {problem}")
             continue
-        records.append(StudyRecord(study_id, tuple(study.views), study.report,
+        ordered = tuple(v for _, v in sorted(zip(study.ranks, study.views), key=lambda rv: rv[0]))  # stable
+        records.append(StudyRecord(study_id, ordered, study.report,
                                    split=study.split, dataset=dataset))
     return records

@@ -304,6 +304,14 @@ def test_folder_manifest(tmp_path):
     assert [r.study_id for r in read_folder(manifest, splits=["val"])] == ["B"]
 
 
+def test_folder_manifest_view_column_puts_frontal_first(tmp_path):
+    make_study_folders(tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("study_id,image_path,view\nA,s1/b_lateral.png,LATERAL\nA,s1/a_frontal.jpg,PA\n")
+    (record,) = read_folder(manifest)
+    assert [p.name for p in record.image_paths] == ["a_frontal.jpg", "b_lateral.png"]
+
+
 def test_folder_manifest_row_problems(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("study_id,image_path,report\nA,a.png,x\n,b.png,y\nA,c.png,other\nD,,z\n")
