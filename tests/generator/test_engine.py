@@ -199,3 +199,35 @@ def test_step_tap_stops_a_row_at_its_eos():
     done = [trim([5, 2, 0, 0], 2, 0, 4), trim([7, 8, 9, 4], 2, 0, 4)]
     # HFBackend then reports what the tap has not: row 0 nothing, row 1 its last token
     assert [c.token_ids[tap.sent[r]:] for r, c in enumerate(done)] == [[], [4]]
+
+
+def test_export_merges_lora_into_plain_weights_with_identical_greedy_tokens(tmp_path, m3kg_store, tiny_tokenizer):
+    """A LoRA checkpoint (adapters perturbed so the merge matters) → export → plain HF model."""
+    from transformers import AutoModelForCausalLM
+
+    from generator.export import export_llm
+    from tests.generator.conftest import debug_experiment
+    from training.checkpoint import build_model, save_checkpoint
+
+    cfg = debug_experiment(tmp_path, m3kg_store, "model.llm.training=lora", "model.llm.lora_r=4")
+    bundle = build_model(cfg, tiny_tokenizer)
+    try:
+        model = bundle.model.eval()
+        assert hasattr(model.llm, "get_base_model"), "the LLM should be a peft (LoRA) model"
+        with torch.no_grad():
+            for name, p in model.llm.named_parameters():
+                if "lora_B" in name:   # zero at init: perturb it so merging changes the weights
+                    p.normal_(0, 0.5)
+        ckpt = save_checkpoint(tmp_path / "ckpt", model, cfg)
+        images, masks = torch.randn(3, 2, 1, 64, 64), torch.ones(3, 2, dtype=torch.bool)
+        embeds, mask, _ = model.prompt_embeds(images, masks, ["a", "b", "c"])
+        ours = HFBackend(model.llm, tiny_tokenizer).generate(embeds, mask, GREEDY)
+        base_q = model.llm.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight.detach().clone()
+    finally:
+        bundle.close()
+    out = export_llm(ckpt, tmp_path / "export")
+    llm = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+    assert not any("lora" in n for n, _ in llm.named_parameters())
+    assert not torch.allclose(llm.model.layers[0].self_attn.q_proj.weight, base_q), "LoRA was not merged"
+    exported = HFBackend(llm, tiny_tokenizer).generate(embeds, mask, GREEDY)
+    assert [c.token_ids for c in ours] == [c.token_ids for c in exported]
