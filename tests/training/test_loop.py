@@ -26,7 +26,7 @@ def shared(tmp_path_factory, m3kg_store):
 
 def experiment(shared, run: str, *overrides: str):
     root, store = shared
-    cfg = debug_experiment(root, store, "train.validate=false", "train.log_every=1",
+    cfg = debug_experiment(root, store, "train.validate=false", "train.log_every=1", "train.epochs=3",
                            "data.limit={train: 24, val: 4, test: 6}", *overrides)
     cfg.train.output_dir = str(root / run)
     return cfg

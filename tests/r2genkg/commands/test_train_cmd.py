@@ -22,7 +22,8 @@ def run(*args) -> tuple[int, str]:
 def test_debug_config_trains_and_evaluates(tmp_path: Path, m3kg_store: Path):
     run_dir = tmp_path / "run"
     paths = [f"data.image_root={tmp_path / 'images'}", f"train.output_dir={run_dir}",
-             f"model.kg.store_path={m3kg_store}", f"model.kg.features_cache={tmp_path / 'features'}"]
+             f"model.kg.store_path={m3kg_store}", f"model.kg.features_cache={tmp_path / 'features'}",
+             "train.epochs=3", "data.limit={train: 48, val: 12, test: 12}"]
     code, out = run("train", "--config", REPO / "configs" / "debug.yaml", *paths)
     assert code == 0, out
     assert "stopped (epochs) after 3 epochs" in out and "samples/s" in out
