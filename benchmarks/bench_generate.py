@@ -5,7 +5,8 @@ timed), side by side in one run:
   naive     one study per call, num_beams=3 (how R2GenGPT's test loop decodes);
   batched   Engine.generate in micro-batches, greedy (the engine's default for serving);
   batched3  Engine.generate in micro-batches, num_beams=3 (separates batching from beam width).
-Both sides decode the same max_new_tokens; the mean generated tokens per report is printed too.
+Every report is exactly max_new_tokens long on both sides (min_new_tokens = max_new_tokens), so
+the comparison is per generated token; the mean tokens per report is printed to show it.
 Needs: a checkpoint (the README's main job writes outputs/runs/debug/best).
 Run:   .venv/bin/python benchmarks/bench_generate.py [--checkpoint DIR] [--studies 64] [--batch 32]
 """
@@ -54,7 +55,8 @@ def main() -> None:
     with Engine.from_checkpoint(args.checkpoint, EngineConfig(micro_batch=args.batch, device="cpu")) as engine:
         base = engine.default_settings
         tokens = args.max_new_tokens or base.max_new_tokens
-        greedy = replace(base, num_beams=1, max_new_tokens=tokens, temperature=0.0)
+        # every report exactly `tokens` long on both sides (eos suppressed until then)
+        greedy = replace(base, num_beams=1, max_new_tokens=tokens, min_new_tokens=tokens, temperature=0.0)
         beam3 = replace(greedy, num_beams=3)
         engine.generate(studies[:2], greedy)     # warm-up: first-call allocations, lazy imports
         rows = {

@@ -111,6 +111,8 @@ class HFBackend:
             "repetition_penalty": settings.repetition_penalty, "length_penalty": settings.length_penalty,
             "no_repeat_ngram_size": settings.no_repeat_ngram_size, "do_sample": settings.sampling,
             "eos_token_id": eos, "pad_token_id": pad}
+        if settings.min_new_tokens:
+            kwargs["min_new_tokens"] = settings.min_new_tokens
         if settings.sampling:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
         # beams reorder rows at every step: only greedy / sampling stream token by token
@@ -153,6 +155,8 @@ def _sampling_kwargs(settings: GenerationSettings, eos_id: int | None) -> dict[s
                               "top_p": settings.top_p, "repetition_penalty": settings.repetition_penalty}
     if settings.seed is not None:
         kwargs["seed"] = settings.seed
+    if settings.min_new_tokens:
+        kwargs["min_tokens"] = settings.min_new_tokens
     if eos_id is not None:
         kwargs["stop_token_ids"] = [eos_id]
     return kwargs

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 class GenerationSettings:
     num_beams: int = 1
     max_new_tokens: int = 60
+    min_new_tokens: int = 0        # eos is suppressed before this many tokens (benchmarks: fixed length)
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
@@ -23,6 +24,9 @@ class GenerationSettings:
         if self.num_beams < 1 or self.max_new_tokens < 1:
             raise ValueError(f"GenerationSettings: num_beams={self.num_beams} and "
                              f"max_new_tokens={self.max_new_tokens} must be ≥ 1")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"GenerationSettings.min_new_tokens={self.min_new_tokens} must be in "
+                             f"[0, max_new_tokens={self.max_new_tokens}]")
         if self.repetition_penalty <= 0:
             raise ValueError(f"GenerationSettings.repetition_penalty must be > 0, got {self.repetition_penalty}")
         if self.temperature < 0:

@@ -102,6 +102,13 @@ def test_export_loads_as_plain_hf_model_with_identical_greedy_tokens(engine, tin
     assert [c.token_ids for c in ours] == [c.token_ids for c in exported]
 
 
+def test_min_new_tokens_fixes_the_length(engine):
+    results = engine.generate(studies(3), GenerationSettings(max_new_tokens=12, min_new_tokens=12))
+    assert [r.completion_tokens for r in results] == [12, 12, 12]
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        GenerationSettings(max_new_tokens=4, min_new_tokens=5)
+
+
 def test_trim_cuts_at_eos_and_names_the_finish_reason():
     assert trim([5, 6, 2, 0, 0], eos_id=2, pad_id=0, max_new_tokens=5).token_ids == [5, 6]
     assert trim([5, 6, 2], eos_id=2, pad_id=0, max_new_tokens=3).finish_reason == "stop"
