@@ -238,3 +238,25 @@ def test_export_merges_lora_into_plain_weights_with_identical_greedy_tokens(tmp_
     assert not torch.allclose(llm.model.layers[0].self_attn.q_proj.weight, base_q), "LoRA was not merged"
     exported = HFBackend(llm, tiny_tokenizer).generate(embeds, mask, GREEDY)
     assert [c.token_ids for c in ours] == [c.token_ids for c in exported]
+
+
+@pytest.mark.neo4j
+def test_neo4j_store_gives_the_reports_and_evidence_of_the_embedded_one(engine, tiny_checkpoint, neo4j_settings,
+                                                                         monkeypatch):
+    """`--store neo4j` (run_batch, serve): the same checkpoint over the real server, M3KG loaded."""
+    from graphdb.m3kg import load_m3kg
+    from graphdb.neo4j_store import Neo4jGraphStore
+    from graphdb.store import StoreKind
+
+    s = neo4j_settings
+    with Neo4jGraphStore(s["uri"], s["user"], s["password"], s["database"]) as store:
+        store.clear()
+        store.upsert(load_m3kg())
+    monkeypatch.setenv("NEO4J_PASSWORD", s["password"])
+    batch = studies(6, seed=5)
+    embedded = engine.generate(batch, GREEDY)
+    config = EngineConfig(store=StoreKind.NEO4J, neo4j_uri=s["uri"], device="cpu", micro_batch=4)
+    with Engine.from_checkpoint(tiny_checkpoint, config) as neo:
+        served = neo.generate(batch, GREEDY)
+    assert [r.report for r in served] == [r.report for r in embedded]
+    assert [r.evidence.node_ids for r in served] == [r.evidence.node_ids for r in embedded]
