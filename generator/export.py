@@ -1,8 +1,9 @@
 """Export a checkpoint's LLM for vLLM: LoRA merged into the base, an HF directory with its tokenizer.
 
 OUT/config.json, model.safetensors, tokenizer files   what `vllm serve OUT --enable-prompt-embeds` loads
-OUT/r2genkg_adapter.safetensors                      every non-LLM weight (vision, Q-Former, R-GCN, projections)
-OUT/r2genkg_export.json                              what was exported, from which checkpoint
+OUT/r2genkg/adapter.safetensors                      every non-LLM weight (vision, Q-Former, R-GCN, projections)
+OUT/r2genkg/export.json                              what was exported, from which checkpoint
+The adapter sits in a sub-folder: vLLM loads every *.safetensors at the top level as LLM weights.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from safetensors.torch import save_file
 
 from training.checkpoint import ModelBundle, load_bundle
 
-ADAPTER_FILE, MANIFEST_FILE = "r2genkg_adapter.safetensors", "r2genkg_export.json"
+ADAPTER_FILE, MANIFEST_FILE = "r2genkg/adapter.safetensors", "r2genkg/export.json"
 
 
 def export_llm(checkpoint: str | Path, out_dir: str | Path, bundle: ModelBundle | None = None) -> Path:
@@ -35,6 +36,7 @@ def export_llm(checkpoint: str | Path, out_dir: str | Path, bundle: ModelBundle 
         llm.save_pretrained(tmp, safe_serialization=True)
         model.tokenizer.save_pretrained(tmp)
         adapter = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("llm.")}
+        (tmp / ADAPTER_FILE).parent.mkdir()
         save_file(adapter, str(tmp / ADAPTER_FILE))
         manifest = {"checkpoint": str(checkpoint.resolve()), "run": bundle.config.name,
                     "hidden_size": llm.config.get_text_config().hidden_size,

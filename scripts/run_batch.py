@@ -30,6 +30,7 @@ def main(
     engine: Annotated[str, typer.Option(help="hf | vllm | vllm-remote")] = "hf",
     vllm_url: Annotated[str | None, typer.Option(help="vllm-remote: http://host:port/v1")] = None,
     vllm_model: Annotated[str, typer.Option(help="vllm-remote: vllm serve's --served-model-name.")] = "r2genkg-llm",
+    vllm_api_key: Annotated[str | None, typer.Option(envvar="R2GENKG_VLLM_API_KEY", help="vllm-remote: the server's --api-key.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Studies per engine call.")] = 16,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N studies.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
@@ -58,7 +59,7 @@ def main(
         if not records:
             raise DataError(f"no studies to generate for in {input or 'the checkpoint dataset'}")
         config = EngineConfig(backend=kind, micro_batch=batch_size, device=device, store=store, neo4j_uri=neo4j_uri,
-                              vllm_url=vllm_url, vllm_model=vllm_model)
+                              vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key)
         with Engine.from_checkpoint(checkpoint, config) as eng:
             settings = eng.default_settings
             settings = replace(settings, num_beams=num_beams or settings.num_beams,
