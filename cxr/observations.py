@@ -5,6 +5,7 @@ Order is the CheXpert labeler's column order; it is the order of every (…, 14)
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 
 class Observation(str, Enum):
@@ -54,3 +55,29 @@ FIVE_OBSERVATIONS: tuple[Observation, ...] = (
 POSITIVE = 1.0
 NEGATIVE = 0.0
 UNCERTAIN = -1.0
+
+
+class UncertainPolicy(str, Enum):
+    """How an uncertain (-1) label is read where a yes / no is needed (CheXpert's U-policies)."""
+
+    ONES = "ones"      # U-Ones: uncertain counts as positive (the default)
+    ZEROS = "zeros"    # U-Zeros: uncertain counts as negative
+    IGNORE = "ignore"  # U-Ignore: uncertain is left out of the loss; never positive
+
+
+def positive_mask(labels: Any, uncertain: UncertainPolicy | str = UncertainPolicy.ONES) -> Any:
+    """Labels (…, 14) in {1, 0, -1, NaN} (numpy or torch) → bool mask of the positive entries.
+
+    The one reading of "positive observations from labels": KG seeds, classifier targets, AUROC
+    and the CE metrics all call this. Blank (NaN, not mentioned) is never positive.
+    """
+    positive = labels == POSITIVE
+    if UncertainPolicy(uncertain) is UncertainPolicy.ONES:
+        positive = positive | (labels == UNCERTAIN)
+    return positive
+
+
+def positive_sets(labels: Any, uncertain: UncertainPolicy | str = UncertainPolicy.ONES) -> list[tuple[Observation, ...]]:
+    """Labels (n, 14) → each row's positive observations, in column order."""
+    return [tuple(o for o, keep in zip(OBSERVATIONS, row) if keep)
+            for row in positive_mask(labels, uncertain).tolist()]

@@ -18,6 +18,7 @@ from torch_geometric.data import Batch
 
 from cxr.observations import Observation
 from graphdb.features import TextEncoder, node_features
+from graphdb.fingerprint import GraphFingerprint
 from graphdb.m3kg import load_m3kg
 from graphdb.schema import StudySeeds, Subgraph, SubgraphSpec
 from graphdb.store import EmbeddedGraphStore, GraphStore, StoreConfig, StoreKind, open_store
@@ -111,15 +112,30 @@ def _open_for_reading(config: StoreConfig) -> GraphStore:
     return store
 
 
-def open_knowledge(store_config: StoreConfig, spec: SubgraphSpec, features_cache: str | Path,
-                   features_model: str | Path | None = None) -> tuple[GraphStore, SubgraphProvider, np.ndarray]:
+@dataclass
+class Knowledge:
+    """An open store, its node features, a subgraph provider over it and its fingerprint."""
+
+    store: GraphStore
+    provider: SubgraphProvider
+    features: np.ndarray           # (N_nodes, D) float32, row i = provider.table node i
+    fingerprint: GraphFingerprint
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_knowledge(config: StoreConfig, spec: SubgraphSpec) -> Knowledge:
     """Open the store (loading the bundled M3KG into an empty one), its node table's text
-    features (embedded once, cached on disk) and a provider over it. The caller closes the store."""
-    store = _open_for_reading(store_config)
+    features (embedded once, cached under ``config.features_cache``) and a provider over it.
+    The caller closes it."""
+    store = _open_for_reading(config)
     try:
         table = NodeTable.from_nodes(*store.node_table())
-        features = node_features(table, TextEncoder(features_model), features_cache)
+        encoder = TextEncoder(config.features_model)
+        features = node_features(table, encoder, config.features_cache)
     except BaseException:
         store.close()
         raise
-    return store, SubgraphProvider(store, spec, table), features
+    return Knowledge(store, SubgraphProvider(store, spec, table), features,
+                     GraphFingerprint.of(table, encoder.id, features.shape[1]))

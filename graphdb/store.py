@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -40,21 +40,53 @@ class StoreKind(str, Enum):
     NEO4J = "neo4j"
 
 
+ENV_VARS = {   # StoreConfig field → environment variable (the CLI flags override these)
+    "kind": "R2GENKG_STORE", "path": "R2GENKG_STORE_PATH", "uri": "NEO4J_URI", "user": "NEO4J_USER",
+    "database": "NEO4J_DATABASE", "features_cache": "R2GENKG_FEATURES_CACHE",
+    "features_model": "R2GENKG_FEATURES_MODEL",
+}
+
+
 @dataclass(frozen=True)
 class StoreConfig:
-    """Where the graph lives. The Neo4j password is read from the environment, never a flag."""
+    """Where the knowledge graph lives and how its nodes are embedded: the deployment's settings.
+
+    Filled from the command line or the environment (``from_env``), passed to whatever opens the
+    graph, and never saved in a checkpoint (a checkpoint records a fingerprint of the graph it
+    was trained on instead). The Neo4j password is read from the environment, never a flag.
+    """
 
     kind: StoreKind = StoreKind.EMBEDDED
-    path: Path = Path("data/kg/embedded")           # embedded: a directory
+    path: Path = Path("outputs/kg/embedded")       # embedded store: a directory
     uri: str = "bolt://127.0.0.1:7687"
     user: str = "neo4j"
     database: str = "neo4j"
+    features_cache: Path = Path("outputs/kg/features")   # node text embeddings, cached per graph + encoder
+    features_model: Path | None = None             # local sentence-transformers folder; None → bundled MiniLM
     password_env: str = "NEO4J_PASSWORD"
-    dev_password: str = "r2genkg-dev"                  # scripts/neo4j.sh's documented default
+    dev_password: str = "r2genkg-dev"              # scripts/neo4j.sh's documented default
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "kind", StoreKind(self.kind))
+        except ValueError:
+            raise ValueError(f"store must be one of {[k.value for k in StoreKind]}, got {self.kind!r}") from None
+        object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "features_cache", Path(self.features_cache))
+        if self.features_model is not None:
+            object.__setattr__(self, "features_model", Path(self.features_model))
 
     @property
     def password(self) -> str:
         return os.environ.get(self.password_env) or self.dev_password
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StoreConfig:
+        """Defaults, then the environment (``ENV_VARS``), then ``overrides`` that are not None."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {f: environ[v] for f, v in ENV_VARS.items() if environ.get(v)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
 
 
 def open_store(config: StoreConfig) -> GraphStore:
