@@ -25,8 +25,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cxr.records import DataError, ErrorPolicy, StudyRecord
-from graphdb.extract import DictEntry, EntityDictionary, GraphAccumulator, study_node
+from graphdb.accumulate import GraphAccumulator, study_node
 from graphdb.schema import Certainty, EntityType, KnowledgeGraph, Relation, normalize
+from graphdb.vocabulary import DictEntry, EntityDictionary
 
 log = logging.getLogger(__name__)
 

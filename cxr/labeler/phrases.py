@@ -1,4 +1,4 @@
-"""Phrase vocabulary and a fast token-level phrase matcher for the report labeler.
+"""Phrase vocabulary and the one fast token-level phrase matcher (the labeler's and graphdb's).
 
 Loads the CheXpert mention / unmention lists from ``cxr/resources/chexpert_phrases``, adds our own
 extensions (see ``vocabulary.py``) and matches them on normalised tokens:
@@ -70,6 +70,9 @@ def _word_matches(token: str, word: str, prefix: bool) -> bool:
 class PhraseMatcher(Generic[P]):
     """Finds every phrase occurrence that starts at a word start.
 
+    Phrases are CheXpert-syntax strings or ``Phrase``s. By default words match as CheXpert does
+    (a lone non-exact word is a prefix, whole words accept a plural); ``exact_words=True`` asks
+    each word to equal its token (graphdb's entity dictionary and cue phrases).
     Phrases are bucketed by the first 3 letters of their first word, and the phrases whose first
     word fits a given token are cached per distinct token (report vocabularies are small), so a
     token costs one dict lookup plus a check of the later words of its few multi-word phrases.
@@ -78,59 +81,69 @@ class PhraseMatcher(Generic[P]):
     KEY = 3
     CACHE_LIMIT = 200_000   # distinct tokens remembered before the cache is reset
 
-    def __init__(self, entries: Iterable[tuple[str, P]]):
+    def __init__(self, entries: Iterable[tuple[str | Phrase, P]], *, exact_words: bool = False):
+        self.exact_words = exact_words
         self._buckets: dict[str, list[tuple[Phrase, P]]] = defaultdict(list)
         for raw, payload in entries:
-            phrase = Phrase.parse(raw)
+            phrase = raw if isinstance(raw, Phrase) else Phrase.parse(raw)
             self._buckets[phrase.words[0][: self.KEY]].append((phrase, payload))
         for bucket in self._buckets.values():   # longest first: callers keep the first hit
             bucket.sort(key=lambda e: -len(e[0].words))
         self._first: dict[str, tuple[tuple[Phrase, P], ...]] = {}
 
+    def _word(self, token: str, word: str, prefix: bool) -> bool:
+        return token == word if self.exact_words else _word_matches(token, word, prefix)
+
     def _starting_with(self, word: str) -> tuple[tuple[Phrase, P], ...]:
+        """Phrases whose first word fits ``word``, longest first."""
         hits = self._first.get(word)
         if hits is None:
             hits = tuple(
                 (phrase, payload) for phrase, payload in self._buckets.get(word[: self.KEY], ())
-                if _word_matches(word, phrase.words[0], prefix=len(phrase.words) == 1 and not phrase.exact)
+                if self._word(word, phrase.words[0], prefix=len(phrase.words) == 1 and not phrase.exact)
             )
             if len(self._first) >= self.CACHE_LIMIT:
                 self._first.clear()
             self._first[word] = hits
         return hits
 
+    def _fits(self, phrase: Phrase, words: Sequence[str], i: int) -> bool:
+        """Do the later words of ``phrase`` (its first already fits) match from token ``i``?"""
+        k = len(phrase.words)
+        if k == 1:
+            return True
+        if i + k > len(words):
+            return False
+        if self.exact_words:
+            return tuple(words[i:i + k]) == phrase.words
+        return all(_word_matches(words[i + j], phrase.words[j], j == k - 1 and not phrase.exact) for j in range(1, k))
+
     def find_all(self, words: Sequence[str]) -> list[Match[P]]:
         """Every (possibly overlapping) match, in order of start token."""
-        out: list[Match[P]] = []
-        n = len(words)
-        for i, word in enumerate(words):
-            for phrase, payload in self._starting_with(word):
-                k = len(phrase.words)
-                if k == 1:
-                    out.append(Match(payload, i, i + 1))
-                    continue
-                if i + k > n:
-                    continue
-                for j in range(1, k):
-                    if not _word_matches(words[i + j], phrase.words[j], j == k - 1 and not phrase.exact):
-                        break
-                else:
-                    out.append(Match(payload, i, i + k))
-        return out
+        return [Match(payload, i, i + len(phrase.words))
+                for i, word in enumerate(words)
+                for phrase, payload in self._starting_with(word) if self._fits(phrase, words, i)]
+
+    def longest_at(self, words: Sequence[str], i: int) -> Match[P] | None:
+        """The longest match starting at token ``i`` (the first listed among equally long ones)."""
+        if i < len(words):
+            for phrase, payload in self._starting_with(words[i]):
+                if self._fits(phrase, words, i):
+                    return Match(payload, i, i + len(phrase.words))
+        return None
 
     def find_longest(self, words: Sequence[str]) -> list[Match[P]]:
-        """Leftmost-longest, non-overlapping matches (used for trigger words)."""
+        """Leftmost-longest, non-overlapping matches, left to right (trigger words, dictionary terms)."""
         out: list[Match[P]] = []
-        best: dict[int, Match[P]] = {}
-        for m in self.find_all(words):
-            cur = best.get(m.first)
-            if cur is None or m.last > cur.last:
-                best[m.first] = m
-        end = 0
-        for first in sorted(best):
-            if first >= end:
-                out.append(best[first])
-                end = best[first].last
+        i, n = 0, len(words)
+        while i < n:   # longest_at inlined: this loop is the hot path of rule extraction
+            for phrase, payload in self._starting_with(words[i]):
+                if self._fits(phrase, words, i):
+                    out.append(Match(payload, i, i + len(phrase.words)))
+                    i += len(phrase.words)
+                    break
+            else:
+                i += 1
         return out
 
 

@@ -14,18 +14,9 @@ import pytest
 from cxr.labeler import split_sentences
 from cxr.readers import read_r2gen
 from cxr.records import DataError, StudyRecord
+from graphdb.accumulate import GraphAccumulator, study_node
 from graphdb.compare import compare_graphs
-from graphdb.extract import (
-    STOP_ALIASES,
-    DictEntry,
-    EntityDictionary,
-    Extractor,
-    GraphAccumulator,
-    RuleConfig,
-    RuleExtractor,
-    alias_words,
-    study_node,
-)
+from graphdb.extract import Extractor, RuleConfig, RuleExtractor
 from graphdb.schema import (
     Certainty,
     Entity,
@@ -34,6 +25,7 @@ from graphdb.schema import (
     Relation,
     Triple,
 )
+from graphdb.vocabulary import STOP_ALIASES, DictEntry, EntityDictionary, alias_words
 
 P, A, U = Certainty.PRESENT, Certainty.ABSENT, Certainty.UNCERTAIN
 MOD, LOC, SUG = "modify", "located_at", "suggestive_of"
