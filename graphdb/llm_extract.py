@@ -1,8 +1,8 @@
 """LLM extraction behind the ``Extractor`` interface, as the paper built M3KG with GPT-4o.
 
-report → POST {base_url}/v1/chat/completions (any OpenAI-compatible server, JSON mode) → JSON
-{"entities": [{text, type, certainty}], "relations": [{head, relation, tail}]} → validated →
-keys from the same ``EntityDictionary`` as the rules → the same ``GraphAccumulator``.
+report → ``openai`` chat completion (any OpenAI-compatible server, JSON mode) → JSON
+{"entities": [{text, type, certainty}], "relations": [{head, relation, tail}]} → ``ExtractionOutput``
+(pydantic) → keys from the same ``EntityDictionary`` as the rules → the same ``GraphAccumulator``.
 Responses are cached on disk by sha256(model, prompt version, report): a rerun makes no requests.
 """
 from __future__ import annotations
@@ -13,17 +13,17 @@ import logging
 import os
 import re
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import openai
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError
 from tqdm.auto import tqdm
 
+from cxr.files import write_text_atomic
 from cxr.records import DataError, ErrorPolicy, StudyRecord
 from graphdb.accumulate import GraphAccumulator, study_node
 from graphdb.schema import Certainty, EntityType, KnowledgeGraph, Relation, normalize
@@ -52,30 +52,6 @@ Relations, between entity texts of your list:
 Include relations of negated findings too. Use only these three relations.
 """
 
-_TYPES = [t.value for t in EntityType]
-_CERTAINTIES = [c.value for c in Certainty]
-RESPONSE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["entities", "relations"],
-    "properties": {
-        "entities": {"type": "array", "items": {
-            "type": "object",
-            "required": ["text", "type", "certainty"],
-            "properties": {"text": {"type": "string", "minLength": 1},
-                           "type": {"type": "string", "enum": _TYPES},
-                           "certainty": {"type": "string", "enum": _CERTAINTIES}},
-        }},
-        "relations": {"type": "array", "items": {
-            "type": "object",
-            "required": ["head", "relation", "tail"],
-            # the relation name is checked after the schema, to say "unknown relation"
-            "properties": {"head": {"type": "string", "minLength": 1},
-                           "relation": {"type": "string"},
-                           "tail": {"type": "string", "minLength": 1}},
-        }},
-    },
-}
-RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 CONFIG_STATUS = frozenset({401, 403, 404})   # wrong key / model / URL: no study would succeed
 
 
@@ -84,52 +60,83 @@ class LLMOutputError(DataError):
 
 
 class LLMRequestError(DataError):
-    """No usable HTTP answer for one report (after retries, or a 4xx such as 400)."""
+    """No usable HTTP answer for one report (after the client's retries, or a 4xx such as 400)."""
 
 
 class LLMConfigError(RuntimeError):
     """The endpoint refuses every request (401 / 403 / 404): raised in strict and lenient mode."""
 
 
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
-    "object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "boolean": bool}
+# ---- the output schema -------------------------------------------------------------------------
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("empty string")
+    return text
 
 
-def validate_json(value: Any, schema: dict[str, Any], path: str = "$") -> None:
-    """A small JSON-schema subset (type, required, properties, items, enum, minLength), enough for
-    ``RESPONSE_SCHEMA``; raises ``LLMOutputError`` naming the first bad field (``$.entities[2].type``)."""
-    kind = schema.get("type")
-    if kind is not None:
-        is_bool_number = kind in ("integer", "number") and isinstance(value, bool)
-        ok = isinstance(value, _JSON_TYPES[kind]) and not is_bool_number
-        if not ok:
-            raise LLMOutputError(f"{path}: expected {kind}, got {type(value).__name__} {value!r:.60}")
-    if "enum" in schema and value not in schema["enum"]:
-        raise LLMOutputError(f"{path}: {value!r:.60} is not one of {schema['enum']}")
-    if isinstance(value, str) and len(value.strip()) < schema.get("minLength", 0):
-        raise LLMOutputError(f"{path}: empty string")
-    if isinstance(value, dict):
-        for key in schema.get("required", ()):
-            if key not in value:
-                raise LLMOutputError(f"{path}: missing required field {key!r}")
-        for key, sub in schema.get("properties", {}).items():
-            if key in value:
-                validate_json(value[key], sub, f"{path}.{key}")
-    if isinstance(value, list) and "items" in schema:
-        for i, item in enumerate(value):
-            validate_json(item, schema["items"], f"{path}[{i}]")
+Text = Annotated[str, AfterValidator(_not_blank)]
+# "located at" / "LOCATED_AT" are the model's spellings of located_at
+RelationName = Annotated[Relation, BeforeValidator(lambda v: Relation.parse(v) if isinstance(v, str) else v)]
 
+
+class ExtractedEntity(BaseModel):
+    text: Text
+    type: EntityType
+    certainty: Certainty
+
+
+class ExtractedRelation(BaseModel):
+    head: Text
+    relation: RelationName
+    tail: Text
+
+
+class ExtractionOutput(BaseModel):
+    """What the model must return for one report (extra keys are ignored)."""
+
+    entities: list[ExtractedEntity]
+    relations: list[ExtractedRelation]
+
+
+def _first_error(err: ValidationError) -> str:
+    """``$.entities[2].type: Input should be ... (got 'organ')``: the first bad field, one line."""
+    e = err.errors(include_url=False)[0]
+    path = "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in e["loc"])
+    reason = str(e["ctx"]["error"]) if e["type"] == "value_error" else e["msg"]
+    if e["type"] in ("missing", "value_error"):   # nothing to show / the reason shows it
+        return f"{path}: {reason}"
+    return f"{path}: {reason} (got {e['input']!r:.60})"
+
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+def parse_output(content: str) -> ExtractionOutput:
+    """Model text → validated output (a ```json fence around it is tolerated)."""
+    if m := _FENCE.match(content):
+        content = m.group(1)
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError as err:
+        raise LLMOutputError(f"model output is not valid JSON (line {err.lineno}, column {err.colno}: "
+                             f"{err.msg}): {content[:120]!r}") from None
+    try:
+        return ExtractionOutput.model_validate(data)
+    except ValidationError as err:
+        raise LLMOutputError(_first_error(err)) from None
+
+
+# ---- the endpoint ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class LLMConfig:
     base_url: str = "https://api.openai.com/v1"   # with or without the trailing /v1
     model: str = "gpt-4o"
-    api_key_env: str = "OPENAI_API_KEY"           # name of the variable; unset → no auth header
+    api_key_env: str = "OPENAI_API_KEY"           # name of the variable; unset → key "EMPTY" (local servers)
     cache_dir: Path | None = None                 # None: no cache
     max_workers: int = 4                          # concurrent requests
-    max_retries: int = 4                          # on 408/409/429/5xx, timeouts, refused connections
-    backoff_s: float = 1.0                        # wait backoff_s * 2**attempt (or Retry-After)
-    max_backoff_s: float = 30.0
+    max_retries: int = 4                          # the client's: 408/409/429/5xx, timeouts, refused connections
     timeout_s: float = 60.0
     temperature: float = 0.0
     system_prompt: str = SYSTEM_PROMPT
@@ -140,7 +147,7 @@ class LLMConfig:
             raise ValueError(f"LLMConfig.base_url must start with http:// or https://, got {self.base_url!r}")
         if self.max_workers < 1:
             raise ValueError(f"LLMConfig.max_workers must be >= 1, got {self.max_workers}")
-        for name in ("max_retries", "backoff_s", "max_backoff_s", "temperature"):
+        for name in ("max_retries", "temperature"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LLMConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.timeout_s <= 0:
@@ -149,9 +156,14 @@ class LLMConfig:
             raise ValueError("LLMConfig.model must not be empty")
 
     @property
-    def endpoint(self) -> str:
+    def api_base(self) -> str:
+        """The client's base URL, always ending in /v1."""
         base = self.base_url.rstrip("/")
-        return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
+        return base if base.endswith("/v1") else f"{base}/v1"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.api_base}/chat/completions"
 
     def cache_key(self, report: str) -> str:
         """sha256 of model, prompt version (+ the prompt's own hash) and report."""
@@ -162,11 +174,15 @@ class LLMConfig:
 
 @dataclass
 class LLMStats:
-    requests: int = 0       # HTTP requests sent, retries included
-    retries: int = 0
+    requests: int = 0       # HTTP requests sent, the client's retries included
+    asked: int = 0          # reports sent to the endpoint (each one chat completion)
     cache_hits: int = 0
     skipped: int = 0        # studies skipped in lenient mode
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def retries(self) -> int:
+        return self.requests - self.asked
 
     def add(self, **counts: int) -> None:
         with self._lock:
@@ -175,86 +191,57 @@ class LLMStats:
 
 
 class ChatClient:
-    """POST one chat completion with retries; returns the assistant message's content."""
+    """One chat completion per report through ``openai.OpenAI``, which retries 408/409/429/5xx,
+    timeouts and refused connections with backoff (honouring Retry-After); errors → one line."""
 
-    def __init__(self, config: LLMConfig, stats: LLMStats, sleep: Callable[[float], None] = time.sleep):
-        self.config, self.stats, self._sleep = config, stats, sleep
+    def __init__(self, config: LLMConfig, stats: LLMStats):
+        self.config, self.stats = config, stats
+        self._attempts = threading.local()   # HTTP requests of the current report, per worker thread
+        self.client = openai.OpenAI(
+            base_url=config.api_base,
+            api_key=os.environ.get(config.api_key_env) or "EMPTY",   # vLLM & co. take any key; the client needs one
+            max_retries=config.max_retries,
+            timeout=config.timeout_s,
+            # the hook counts every HTTP request, the client's own retries included
+            http_client=openai.DefaultHttpxClient(event_hooks={"request": [self._on_request]}),
+        )
+
+    def _on_request(self, request: Any) -> None:
+        self.stats.add(requests=1)
+        self._attempts.n = getattr(self._attempts, "n", 0) + 1
 
     def complete(self, report: str) -> str:
+        """The assistant message's content for ``report``."""
         cfg = self.config
-        body = json.dumps({
-            "model": cfg.model,
-            "messages": [{"role": "system", "content": cfg.system_prompt},
-                         {"role": "user", "content": report}],
-            "temperature": cfg.temperature,
-            "response_format": {"type": "json_object"},
-        }).encode()
-        headers = {"Content-Type": "application/json"}
-        if key := os.environ.get(cfg.api_key_env):
-            headers["Authorization"] = f"Bearer {key}"
-        for attempt in range(cfg.max_retries + 1):
-            self.stats.add(requests=1)
-            request = urllib.request.Request(cfg.endpoint, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=cfg.timeout_s) as resp:
-                    return _message_content(resp.read())
-            except urllib.error.HTTPError as err:
-                detail = err.read()[:300].decode("utf-8", "replace")
-                if err.code in CONFIG_STATUS:
-                    raise LLMConfigError(f"{cfg.endpoint}: HTTP {err.code} {err.reason} (check base_url, model "
-                                         f"and ${cfg.api_key_env}): {detail}") from None
-                if err.code not in RETRY_STATUS:
-                    raise LLMRequestError(f"{cfg.endpoint}: HTTP {err.code} {err.reason}: {detail}") from None
-                problem, wait = f"HTTP {err.code}: {detail}", _retry_after(err.headers.get("Retry-After"))
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-                problem, wait = f"{type(err).__name__}: {getattr(err, 'reason', err)}", None
-            if attempt == cfg.max_retries:
-                raise LLMRequestError(f"{cfg.endpoint}: gave up after {attempt + 1} attempts, last: {problem}")
-            self.stats.add(retries=1)
-            delay = min(cfg.max_backoff_s, wait if wait is not None else cfg.backoff_s * 2 ** attempt)
-            log.warning("retrying in %.1fs after %s", delay, problem)
-            self._sleep(delay)
-        raise AssertionError("unreachable")
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
-def _message_content(raw: bytes) -> str:
-    try:
-        content = json.loads(raw)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise LLMOutputError("response is not a chat completion with choices[0].message.content: "
-                             f"{raw[:200]!r}") from None
-    if not isinstance(content, str):
-        raise LLMOutputError(f"choices[0].message.content is {type(content).__name__}, not a string")
-    return content
-
-
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
-
-
-def parse_output(content: str) -> dict[str, Any]:
-    """Model text → validated JSON object (a ```json fence around it is tolerated)."""
-    if m := _FENCE.match(content):
-        content = m.group(1)
-    try:
-        data = json.loads(content)
-    except json.JSONDecodeError as err:
-        raise LLMOutputError(f"model output is not valid JSON (line {err.lineno}, column {err.colno}: "
-                             f"{err.msg}): {content[:120]!r}") from None
-    validate_json(data, RESPONSE_SCHEMA)
-    for i, rel in enumerate(data["relations"]):
+        self._attempts.n = 0
+        self.stats.add(asked=1)
         try:
-            Relation.parse(rel["relation"])
-        except ValueError:
-            raise LLMOutputError(f"$.relations[{i}].relation: unknown relation {rel['relation']!r}; "
-                                 f"expected one of {[r.value for r in Relation]}") from None
-    return data
+            completion = self.client.chat.completions.create(
+                model=cfg.model,
+                messages=[{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": report}],
+                temperature=cfg.temperature,
+                response_format={"type": "json_object"},
+            )
+        except openai.APIStatusError as err:
+            if err.status_code in CONFIG_STATUS:
+                raise LLMConfigError(f"{cfg.endpoint}: HTTP {err.status_code} (check base_url, model and "
+                                     f"${cfg.api_key_env}): {err.message}") from None
+            raise LLMRequestError(f"{cfg.endpoint}: {self._gave_up()}HTTP {err.status_code}: {err.message}") from None
+        except openai.APIConnectionError as err:   # timeouts included
+            cause = f" ({type(err.__cause__).__name__}: {err.__cause__})" if err.__cause__ else ""
+            raise LLMRequestError(f"{cfg.endpoint}: {self._gave_up()}{type(err).__name__}: {err.message}{cause}") from None
+        try:
+            content = completion.choices[0].message.content
+        except (AttributeError, IndexError, TypeError):
+            raise LLMOutputError(f"response is not a chat completion with choices[0].message.content: "
+                                 f"{str(completion)[:200]}") from None
+        if not isinstance(content, str):
+            raise LLMOutputError(f"choices[0].message.content is {type(content).__name__}, not a string")
+        return content
+
+    def _gave_up(self) -> str:
+        n = self._attempts.n
+        return f"gave up after {n} attempts, last: " if n > 1 else ""
 
 
 @dataclass(frozen=True)
@@ -273,36 +260,33 @@ class LLMExtractor:
     """
 
     def __init__(self, config: LLMConfig | None = None, dictionary: EntityDictionary | None = None,
-                 policy: ErrorPolicy | None = None, sleep: Callable[[float], None] = time.sleep):
+                 policy: ErrorPolicy | None = None):
         self.config = config or LLMConfig()
         self.dictionary = dictionary or EntityDictionary.bundled()
         self.policy = policy or ErrorPolicy.strict()
         self.stats = LLMStats()
-        self.client = ChatClient(self.config, self.stats, sleep)
+        self.client = ChatClient(self.config, self.stats)
 
     def _cache_path(self, report: str) -> Path | None:
         d = self.config.cache_dir
         return None if d is None else Path(d) / f"{self.config.cache_key(report)}.json"
 
-    def output_of(self, report: str) -> dict[str, Any]:
+    def output_of(self, report: str) -> ExtractionOutput:
         """The validated model output for one report, from the cache or one (retried) request."""
         path = self._cache_path(report)
         if path is not None and path.is_file():
             try:
-                data = parse_output(json.loads(path.read_text(encoding="utf-8"))["content"])
+                output = parse_output(json.loads(path.read_text(encoding="utf-8"))["content"])
                 self.stats.add(cache_hits=1)
-                return data
-            except (ValueError, KeyError, DataError):
+                return output
+            except (ValueError, KeyError, TypeError, DataError):
                 log.warning("%s: unreadable cache entry, asking again", path)
         content = self.client.complete(report)
-        data = parse_output(content)
-        if path is not None:   # only valid outputs are cached; write-then-rename is atomic
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{threading.get_ident()}")
-            tmp.write_text(json.dumps({"model": self.config.model, "prompt_version": self.config.prompt_version,
-                                       "content": content}), encoding="utf-8")
-            os.replace(tmp, path)
-        return data
+        output = parse_output(content)
+        if path is not None:   # only valid outputs are cached
+            write_text_atomic(path, json.dumps({"model": self.config.model,
+                                                "prompt_version": self.config.prompt_version, "content": content}))
+        return output
 
     def _entry(self, text: str, kind: EntityType) -> DictEntry:
         found = self.dictionary.lookup(text)
@@ -310,27 +294,25 @@ class LLMExtractor:
         return found or DictEntry(key, key, kind)
 
     def read(self, report: str) -> StudyOutput:
-        data = self.output_of(report)
+        output = self.output_of(report)
         mentions, by_text = [], {}
-        for i, item in enumerate(data["entities"]):
-            entry = self._entry(item["text"], EntityType.parse(item["type"]))
+        for i, item in enumerate(output.entities):
+            entry = self._entry(item.text, item.type)
             if not entry.key:
-                raise LLMOutputError(f"$.entities[{i}].text: {item['text']!r} has no words")
-            mentions.append((entry, item["text"], Certainty(item["certainty"])))
-            by_text.setdefault(normalize(item["text"]), entry)
+                raise LLMOutputError(f"$.entities[{i}].text: {item.text!r} has no words")
+            mentions.append((entry, item.text, item.certainty))
+            by_text.setdefault(normalize(item.text), entry)
         triples: dict[tuple[str, Relation, str], tuple[DictEntry, Relation, DictEntry]] = {}
-        for i, rel in enumerate(data["relations"]):
+        for i, rel in enumerate(output.relations):
             ends = []
-            for side in ("head", "tail"):
-                text = rel[side]
+            for side, text in (("head", rel.head), ("tail", rel.tail)):
                 entry = by_text.get(normalize(text)) or self.dictionary.lookup(text)
                 if entry is None:
                     raise LLMOutputError(f"$.relations[{i}].{side}: {text!r} is neither a listed entity "
                                          "nor a dictionary term")
                 ends.append(entry)
-            relation = Relation.parse(rel["relation"])
             if ends[0].key != ends[1].key:
-                triples.setdefault((ends[0].key, relation, ends[1].key), (ends[0], relation, ends[1]))
+                triples.setdefault((ends[0].key, rel.relation, ends[1].key), (ends[0], rel.relation, ends[1]))
         return StudyOutput(tuple(mentions), tuple(triples.values()))
 
     def extract(self, records: Iterable[StudyRecord], progress: bool = False) -> KnowledgeGraph:
