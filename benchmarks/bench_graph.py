@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 from cxr.readers import bundled_iu_annotation, read_r2gen
+from graphdb.embedded_store import EmbeddedGraphStore
 from graphdb.m3kg import load_m3kg
 from graphdb.pipeline import label_observations
 from graphdb.schema import KnowledgeGraph, StudySeeds, SubgraphSpec
-from graphdb.store import EmbeddedGraphStore, GraphStore, GraphStoreError
+from graphdb.store import GraphStore, GraphStoreError
 
 LOAD_TARGET = {"ladybug": 3.0, "neo4j": 10.0}
 RATE_TARGET = 500.0
@@ -90,9 +91,9 @@ def main() -> None:
         from graphdb.neo4j_store import Neo4jGraphStore
 
         try:
-            with Neo4jGraphStore(os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687"),
-                                 os.environ.get("NEO4J_USER", "neo4j"),
-                                 os.environ.get("NEO4J_PASSWORD", "r2genkg-dev")) as neo:
+            with Neo4jGraphStore.connect(os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687"),
+                                         os.environ.get("NEO4J_USER", "neo4j"),
+                                         os.environ.get("NEO4J_PASSWORD", "r2genkg-dev")) as neo:
                 results.append(bench_store("neo4j 5.26", neo, kg, seeds, args.single_sample))
         except GraphStoreError as err:
             print(f"neo4j skipped: {err}\n")

@@ -48,23 +48,15 @@ MERGE (o:Observation {name: r.name})
 SET o.rank = r.rank
 """
 
-UPSERT_TRIPLES: MappingProxyType = _per_relation("""
-UNWIND $rows AS r
-MATCH (a:Entity {{key: r.head}})
-MATCH (b:Entity {{key: r.tail}})
-MERGE (a)-[x:{rel}]->(b)
-SET x.count = r.count
-""")
-"""Relation → MERGE query (Neo4j path; Ladybug uses it only for counts that changed)."""
-
 CREATE_TRIPLES: MappingProxyType = _per_relation("""
 UNWIND $rows AS r
 MATCH (a:Entity {{key: r.head}})
 MATCH (b:Entity {{key: r.tail}})
 CREATE (a)-[:{rel} {{count: r.count}}]->(b)
 """)
-"""Neo4j bulk insert of relationships known not to exist yet: MERGE on a relationship must scan
-the relationships of its endpoints, which is slow on hubs (``lung`` has ~2,000)."""
+"""Neo4j bulk insert of relationships known not to exist yet (the store reads which exist first):
+MERGE on a relationship must scan the relationships of its endpoints, which is slow on hubs
+(``lung`` has ~2,000)."""
 
 UPDATE_TRIPLE_COUNTS: MappingProxyType = _per_relation("""
 UNWIND $rows AS r
@@ -99,14 +91,6 @@ MATCH (s:Study {{id: r.study}})
 MERGE (s)-[:{HAS_IMAGE}]->(i)
 """
 
-UPSERT_MENTIONS = f"""
-UNWIND $rows AS r
-MATCH (s:Study {{id: r.study}})
-MATCH (e:Entity {{key: r.entity}})
-MERGE (s)-[m:{MENTIONS}]->(e)
-SET m.certainty = r.certainty, m.count = r.count
-"""
-
 CREATE_MENTIONS = f"""
 UNWIND $rows AS r
 MATCH (s:Study {{id: r.study}})
@@ -124,10 +108,6 @@ UNWIND $rows AS r
 MATCH (s:Study {{id: r.study}})-[m:{MENTIONS}]->(e:Entity {{key: r.entity}})
 SET m.certainty = r.certainty, m.count = r.count
 """
-
-DELETE_ALL = "MATCH (n) DETACH DELETE n"
-NEO4J_DELETE_ALL = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
-"""Neo4j: batched, so a big graph does not need one huge transaction."""
 
 # ---- reads ---------------------------------------------------------------------------------
 
@@ -258,6 +238,7 @@ class Dialect:
     induced_relations: str
     create_triples: MappingProxyType     # relation → bulk insert of new relationships
     create_mentions: str
+    delete_all: str                      # every node and relationship
 
 
 NEO4J = Dialect(
@@ -266,6 +247,8 @@ NEO4J = Dialect(
     induced_relations=INDUCED_RELATIONS_TEMPLATE.format(rels=KG_RELS, type_fn="type"),
     create_triples=CREATE_TRIPLES,
     create_mentions=CREATE_MENTIONS,
+    # batched, so a big graph does not need one huge transaction (runs in an auto-commit session)
+    delete_all="MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS",
 )
 
 LADYBUG = Dialect(
@@ -274,6 +257,7 @@ LADYBUG = Dialect(
     induced_relations=INDUCED_RELATIONS_TEMPLATE.format(rels=KG_RELS, type_fn="label"),
     create_triples=LADYBUG_COPY_TRIPLES,
     create_mentions=LADYBUG_COPY_MENTIONS,
+    delete_all="MATCH (n) DETACH DELETE n",
 )
 
 __all__ = ["KG_RELS", "LADYBUG", "NEO4J", "Dialect", "Relation"]

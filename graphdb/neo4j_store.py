@@ -1,107 +1,140 @@
-"""The Neo4j backend: the official driver, parameterised Cypher, batched ``UNWIND $rows`` writes.
+"""The Neo4j backend: an injected official driver, parameterised Cypher, batched ``UNWIND $rows`` writes.
 
 Writes run in managed write transactions (one per batch, retried by the driver on transient
-errors); reads use ``driver.execute_query`` with an explicit database. Connection problems turn
-into one-line GraphStoreErrors that say what to do.
+errors); reads use ``driver.execute_query`` with an explicit database. Every driver call goes
+through ``_translated``, which turns the driver's errors into one-line GraphStoreErrors.
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Self
+
+import neo4j
+from neo4j.exceptions import (
+    AuthError,
+    ConfigurationError,
+    DriverError,
+    Neo4jError,
+    ServiceUnavailable,
+    SessionExpired,
+)
 
 from graphdb import cypher
-from graphdb.store import GraphStore, GraphStoreError
+from graphdb.store import GraphStore, GraphStoreError, StoreConfig
+
+DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
 
 
 class Neo4jGraphStore(GraphStore):
+    """A Neo4j database behind a driver the caller hands over (``connect`` builds one). The store
+    owns the driver from then on: ``close`` closes it. ``uri`` and ``user`` only name the server
+    in error messages."""
+
     dialect = cypher.NEO4J
 
-    def __init__(self, uri: str = "bolt://127.0.0.1:7687", user: str = "neo4j", password: str = "",
-                 database: str = "neo4j", connect_timeout_s: float = 5.0):
-        import neo4j  # lazy: importing graphdb must stay cheap
-
-        self.uri, self.user, self.database = uri, user, database
-        self._neo4j = neo4j
-        try:
-            self._driver = neo4j.GraphDatabase.driver(uri, auth=(user, password),
-                                                      connection_timeout=connect_timeout_s,
-                                                      max_transaction_retry_time=15.0,
-                                                      notifications_min_severity="OFF")
-            self._driver.verify_connectivity()
-        except Exception as err:  # noqa: BLE001 - translated into an actionable message
-            raise self._explain(err) from None
-        self._check_database()
+    def __init__(self, driver: neo4j.Driver, database: str = "neo4j", *,
+                 uri: str | None = None, user: str | None = None) -> None:
+        self._driver: neo4j.Driver | None = driver
+        self.database, self.uri, self.user = database, uri, user
         self._schema_ready = False
 
-    def _explain(self, err: Exception) -> GraphStoreError:
-        exc = self._neo4j.exceptions
-        if isinstance(err, exc.AuthError):
-            return GraphStoreError(
-                f"Neo4j at {self.uri} rejected user {self.user!r}: wrong password. "
-                "Set NEO4J_PASSWORD to the server's password (scripts/neo4j.sh uses it too).")
-        if isinstance(err, exc.ServiceUnavailable | OSError):
-            return GraphStoreError(
-                f"cannot reach Neo4j at {self.uri}: is the server running? "
-                "Start it with `scripts/neo4j.sh start`, or use --store embedded.")
-        if isinstance(err, exc.ClientError) and "DatabaseNotFound" in (err.code or ""):
-            return GraphStoreError(
-                f"Neo4j at {self.uri} has no database {self.database!r}; Community edition serves "
-                "only 'neo4j' (pass --neo4j-database neo4j).")
-        if isinstance(err, exc.ConfigurationError | ValueError):
-            return GraphStoreError(f"bad Neo4j URI {self.uri!r}: {err}")
-        return GraphStoreError(f"Neo4j error at {self.uri}: {err}")
-
-    def _check_database(self) -> None:
+    @classmethod
+    def connect(cls, uri: str = "bolt://127.0.0.1:7687", user: str = "neo4j", password: str = "",
+                database: str = "neo4j", connect_timeout_s: float = 5.0) -> Self:
+        """A driver for ``uri``, checked now: the server answers, the password is right and the
+        database exists (so a bad setting fails here, not at the first query)."""
+        with _translated("connect", uri, user, database):
+            driver = neo4j.GraphDatabase.driver(uri, auth=(user, password), connection_timeout=connect_timeout_s,
+                                                max_transaction_retry_time=15.0, notifications_min_severity="OFF")
+        store = cls(driver, database, uri=uri, user=user)
         try:
-            self._driver.execute_query("RETURN 1", database_=self.database)
-        except Exception as err:  # noqa: BLE001
-            self.close()
-            raise self._explain(err) from None
+            with store._translated("connect"):
+                driver.verify_connectivity()
+                driver.execute_query("RETURN 1", database_=database)
+        except GraphStoreError:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def from_config(cls, config: StoreConfig) -> Self:
+        return cls.connect(config.uri, config.user, config.password, config.database)
+
+    @property
+    def driver(self) -> neo4j.Driver:
+        if self._driver is None:
+            raise GraphStoreError("this Neo4j store is closed; open a new one")
+        return self._driver
+
+    def _translated(self, doing: str) -> AbstractContextManager[None]:
+        return _translated(doing, self.uri, self.user, self.database)
 
     def run(self, query: str, params: dict[str, Any] | None = None) -> list[tuple]:
-        try:
-            records, _, _ = self._driver.execute_query(
-                query, parameters_=params or {}, database_=self.database, routing_="r")
-        except self._neo4j.exceptions.Neo4jError as err:
-            raise GraphStoreError(f"Neo4j query failed ({err.code}): {err.message}") from None
-        except self._neo4j.exceptions.DriverError as err:
-            raise self._explain(err) from None
+        with self._translated("query"):
+            records, _, _ = self.driver.execute_query(query, parameters_=params or {}, database_=self.database,
+                                                      routing_="r")
         return [tuple(r.values()) for r in records]
 
     def write(self, query: str, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
 
-        def work(tx: Any) -> None:
+        def work(tx: neo4j.ManagedTransaction) -> None:
             tx.run(query, rows=rows).consume()
 
-        try:
-            with self._driver.session(database=self.database) as session:
-                session.execute_write(work)
-        except self._neo4j.exceptions.Neo4jError as err:
-            raise GraphStoreError(f"Neo4j write failed ({err.code}): {err.message}") from None
-        except self._neo4j.exceptions.DriverError as err:
-            raise self._explain(err) from None
+        with self._translated("write"), self.driver.session(database=self.database) as session:
+            session.execute_write(work)
 
     def init_schema(self) -> None:
         if self._schema_ready:
             return
-        try:
-            with self._driver.session(database=self.database) as session:
-                for statement in self.dialect.schema:
-                    session.run(statement).consume()
-        except self._neo4j.exceptions.Neo4jError as err:
-            raise GraphStoreError(f"Neo4j schema setup failed ({err.code}): {err.message}") from None
-        except self._neo4j.exceptions.DriverError as err:
-            raise self._explain(err) from None
+        with self._translated("schema setup"), self.driver.session(database=self.database) as session:
+            for statement in self.dialect.schema:
+                session.run(statement).consume()
         self._schema_ready = True
 
     def clear(self) -> None:
         """Delete every node and relationship (tests, and `kg load-m3kg --replace`)."""
-        with self._driver.session(database=self.database) as session:
-            session.run(cypher.NEO4J_DELETE_ALL).consume()
+        # an auto-commit session.run: CALL { … } IN TRANSACTIONS cannot run in a managed transaction
+        with self._translated("clear"), self.driver.session(database=self.database) as session:
+            session.run(self.dialect.delete_all).consume()
 
     def close(self) -> None:
-        driver = getattr(self, "_driver", None)
-        if driver is not None:
-            driver.close()
+        if self._driver is not None:
+            self._driver.close()
             self._driver = None
+
+
+@contextmanager
+def _translated(doing: str, uri: str | None, user: str | None, database: str) -> Iterator[None]:
+    """The one place driver errors become GraphStoreErrors: one line that says what to do."""
+    try:
+        yield
+    except (Neo4jError, DriverError, OSError, ValueError) as err:
+        raise explain(err, doing, uri, user, database) from None
+
+
+def explain(err: Exception, doing: str, uri: str | None, user: str | None, database: str) -> GraphStoreError:
+    """A driver error → a one-line GraphStoreError naming the cause and the fix."""
+    at = f" at {uri}" if uri else ""
+    if isinstance(err, AuthError):
+        who = f"user {user!r}" if user else "the credentials"
+        return GraphStoreError(f"Neo4j{at} rejected {who}: wrong password. "
+                               "Set NEO4J_PASSWORD to the server's password (scripts/neo4j.sh uses it too).")
+    if isinstance(err, ServiceUnavailable | SessionExpired | OSError):
+        return GraphStoreError(f"cannot reach Neo4j{at}: is the server running? "
+                               "Start it with `scripts/neo4j.sh start`, or use --store embedded.")
+    if isinstance(err, Neo4jError) and err.code == DATABASE_NOT_FOUND:
+        return GraphStoreError(f"Neo4j{at} has no database {database!r}; Community edition serves "
+                               "only 'neo4j' (pass --neo4j-database neo4j).")
+    if isinstance(err, ConfigurationError):
+        return GraphStoreError(f"bad Neo4j URI {uri!r}: {_one_line(str(err))}")
+    if isinstance(err, Neo4jError):
+        return GraphStoreError(f"Neo4j {doing} failed ({err.code}): {_one_line(err.message or str(err))}")
+    return GraphStoreError(f"Neo4j {doing} failed{at}: {_one_line(str(err))}")
+
+
+def _one_line(text: str) -> str:
+    """The first non-empty line (Cypher syntax errors append the query and a caret)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())

@@ -1,35 +1,36 @@
-"""Studies → seeds → per-study subgraphs → the on-disk cache that training reads.
+"""Studies → seeds → per-study subgraphs → a JSONL file (what `r2genkg kg subgraphs` writes).
 
 Seeds come from the report (teacher forcing: the labeler's positive/uncertain observations, or
-the entities the stored report mentions) or, at inference, from the model's predictions. The fill
-is resumable: studies already in the cache are skipped.
+the entities the stored report mentions). The file is for inspection and other tools; training
+gets its subgraphs from graphdb.provider. One study a line; a rerun skips the ids already written.
 """
 from __future__ import annotations
 
-import math
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
+from cxr.files import write_text_atomic
 from cxr.labeler import label_reports
-from cxr.observations import OBSERVATIONS, Observation
+from cxr.observations import Observation, UncertainPolicy, positive_sets
 from cxr.readers import bundled_iu_annotation, read_r2gen
 from cxr.records import DataError, StudyRecord
-from graphdb.cache import SubgraphCacheWriter
-from graphdb.schema import StudySeeds, Subgraph, SubgraphSpec
+from graphdb.schema import StudySeeds, Subgraph, SubgraphEdge, SubgraphNode, SubgraphSpec
 from graphdb.store import GraphStore
-from graphdb.tensorize import NodeTable
 
 SEED_SOURCES = ("labels", "mentions", "both")
+GLOBAL_ID = "global"
+"""The id of the paper-mode global subgraph's line."""
 
 
 def label_observations(reports: Sequence[str]) -> list[tuple[Observation, ...]]:
-    """Positive or uncertain observations of each report (the labeler's teacher-forcing seeds)."""
-    labels = label_reports(list(reports))
-    return [tuple(o for o, v in zip(OBSERVATIONS, row) if not math.isnan(v) and v != 0.0) for row in labels]
+    """Positive or uncertain observations of each report (U-Ones: the teacher-forcing seeds)."""
+    return positive_sets(label_reports(list(reports)), UncertainPolicy.ONES)
 
 
 def seeds_for(store: GraphStore, records: Sequence[StudyRecord], source: str) -> list[StudySeeds]:
@@ -47,58 +48,110 @@ def seeds_for(store: GraphStore, records: Sequence[StudyRecord], source: str) ->
     return seeds
 
 
+# ---- one line per subgraph ----------------------------------------------------------------
+
+def subgraph_record(subgraph: Subgraph) -> dict[str, Any]:
+    """A Subgraph as one JSON object, ``id`` first (a resumed run reads only that)."""
+    return {"id": subgraph.study, "seeds": list(subgraph.seeds),
+            "nodes": [{"id": n.id, "name": n.name, "type": n.type, "count": n.count, "level": n.level}
+                      for n in subgraph.nodes],
+            "edges": [{"head": e.head, "type": e.type, "tail": e.tail, "count": e.count} for e in subgraph.edges]}
+
+
+def subgraph_from_record(record: dict[str, Any]) -> Subgraph:
+    nodes = tuple(SubgraphNode(*n["id"].split(":", 1), n["name"], n["type"], n["count"], n["level"])
+                  for n in record["nodes"])
+    edges = tuple(SubgraphEdge(e["head"], e["type"], e["tail"], e["count"]) for e in record["edges"])
+    return Subgraph(record["id"], tuple(record["seeds"]), nodes, edges)
+
+
+def read_subgraphs(path: Path) -> list[Subgraph]:
+    with open(path, encoding="utf-8") as handle:
+        return [subgraph_from_record(json.loads(line)) for line in handle if line.strip()]
+
+
+def _line(subgraph: Subgraph) -> str:
+    return json.dumps(subgraph_record(subgraph), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+_ID_PREFIX = '{"id":'
+_DECODER = json.JSONDecoder()
+
+
+def _written_ids(path: Path) -> set[str]:
+    """The ids already in ``path``. A line a crash cut short (no newline) is dropped, and redone."""
+    done: set[str] = set()
+    if not path.exists():
+        return done
+    with open(path, "r+b") as handle:
+        offset = 0
+        for number, raw in enumerate(handle, 1):
+            if not raw.endswith(b"\n"):
+                handle.truncate(offset)
+                break
+            line = raw.decode("utf-8", errors="replace")
+            try:
+                if not line.startswith(_ID_PREFIX):
+                    raise ValueError(line[:40])
+                study, _ = _DECODER.raw_decode(line, len(_ID_PREFIX))
+            except ValueError:
+                raise DataError(f"{path}:{number} is not a subgraph line: write to another --out, "
+                                "or delete the file to start over") from None
+            done.add(study)
+            offset += len(raw)
+    return done
+
+
+# ---- writers ------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
-class FillReport:
+class SubgraphsReport:
     studies: int
     new: int
     seconds: float
-    cache: Path
+    path: Path
 
     def __str__(self) -> str:
         rate = self.new / self.seconds if self.seconds > 0 else float("inf")
-        return (f"{self.studies:,} studies in the cache {self.cache} ({self.new:,} new, "
+        return (f"{self.studies:,} studies in {self.path} ({self.new:,} new, "
                 f"{self.seconds:.1f} s, {rate:,.0f} studies/s)")
 
 
-GLOBAL_ID = "global"
-"""The study id under which the paper-mode global subgraph is cached."""
-
-
-def fill_global(store: GraphStore, spec: SubgraphSpec, cache_dir: Path) -> FillReport:
-    """Cache the paper's global multi-scale subgraph (one entry, ``GLOBAL_ID``)."""
-    table = _table(store)
-    t0 = time.perf_counter()
-    meta = {"mode": "global", "global_scales": list(spec.global_scales)}
-    with SubgraphCacheWriter(cache_dir, table, meta) as writer:
-        g = store.global_subgraph(spec)
-        new = writer.add([Subgraph(GLOBAL_ID, g.seeds, g.nodes, g.edges)])
-    return FillReport(1, new, time.perf_counter() - t0, cache_dir)
-
-
-def _table(store: GraphStore) -> NodeTable:
-    table = NodeTable.from_nodes(*store.node_table())
-    if len(table) <= len(OBSERVATIONS):
+def _require_entities(store: GraphStore) -> None:
+    if store.stats().nodes.get("Entity", 0) == 0:
         raise DataError("the store holds no entities: run `r2genkg kg load-m3kg` first")
-    return table
 
 
-def fill_cache(store: GraphStore, annotation: Path | None, splits: Sequence[str] | None, source: str,
-               spec: SubgraphSpec, cache_dir: Path, batch_size: int = 512, chunk: int = 2048) -> FillReport:
+def write_study_subgraphs(store: GraphStore, annotation: Path | None, splits: Sequence[str] | None, source: str,
+                          spec: SubgraphSpec, out: Path, batch_size: int = 512, chunk: int = 2048) -> SubgraphsReport:
+    """Append one line per study of ``annotation`` (the given splits) not yet in ``out``."""
     records = [r for r in read_r2gen(annotation or bundled_iu_annotation()) if not splits or r.split in splits]
     if not records:
         raise DataError(f"no studies for split(s) {list(splits or [])} in {annotation or 'the bundled IU annotation'}")
-    table = _table(store)
-    meta = {"mode": "per-study", "seeds": source, "level_budgets": list(spec.level_budgets)}
+    _require_entities(store)
     t0 = time.perf_counter()
-    new = 0
-    with SubgraphCacheWriter(cache_dir, table, meta) as writer:
-        todo = [r for r in records if r.study_id not in writer]
-        with tqdm(total=len(records), initial=len(records) - len(todo), desc="subgraph cache", unit="study") as bar:
-            for start in range(0, len(todo), chunk):
-                part = todo[start:start + chunk]
-                graphs = store.study_subgraphs(seeds_for(store, part, source), spec, batch_size=batch_size)
-                new += writer.add(graphs)
-                writer.flush()
-                bar.update(len(part))
-        total = len(writer)
-    return FillReport(total, new, time.perf_counter() - t0, cache_dir)
+    seen = _written_ids(out)
+    todo = []
+    for r in records:   # a study id listed twice is written once (the first)
+        if r.study_id not in seen:
+            seen.add(r.study_id)
+            todo.append(r)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (open(out, "a", encoding="utf-8") as handle,
+          tqdm(total=len(records), initial=len(records) - len(todo), desc="subgraphs", unit="study") as bar):
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            graphs = store.study_subgraphs(seeds_for(store, part, source), spec, batch_size=batch_size)
+            handle.writelines(_line(g) for g in graphs)
+            handle.flush()
+            bar.update(len(part))
+    return SubgraphsReport(len(seen), len(todo), time.perf_counter() - t0, out)
+
+
+def write_global_subgraph(store: GraphStore, spec: SubgraphSpec, out: Path) -> SubgraphsReport:
+    """Write the paper's global multi-scale subgraph as the one line of ``out`` (id ``GLOBAL_ID``)."""
+    _require_entities(store)
+    t0 = time.perf_counter()
+    g = store.global_subgraph(spec)
+    write_text_atomic(out, _line(Subgraph(GLOBAL_ID, g.seeds, g.nodes, g.edges)))
+    return SubgraphsReport(1, 1, time.perf_counter() - t0, out)

@@ -1,12 +1,13 @@
-"""The GraphStore interface (upsert, subgraph queries, stats) and the embedded default backend.
+"""The GraphStore interface (upsert, subgraph queries, stats), its settings and ``open_store``.
 
-``GraphStore`` holds everything both backends share: batching, the upsert order, the subgraph
-logic (graphdb.subgraphs) and stats. A backend supplies ``run`` (a read query → tuples),
-``write`` (one ``UNWIND $rows`` batch in one transaction), its schema and its bulk paths.
-``EmbeddedGraphStore`` is LadybugDB (the maintained Kùzu fork): no server, one file on disk.
+``GraphStore`` holds everything the backends share: batching, the upsert order, the subgraph
+logic (graphdb.subgraphs) and stats. A backend (graphdb.embedded_store, graphdb.neo4j_store)
+supplies ``run`` (a read query → tuples), ``write`` (one ``UNWIND $rows`` batch in one
+transaction), its schema, its bulk paths and ``from_config``.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -89,13 +90,6 @@ class StoreConfig:
         return cls(**values)
 
 
-def open_store(config: StoreConfig) -> GraphStore:
-    if config.kind is StoreKind.EMBEDDED:
-        return EmbeddedGraphStore(config.path)
-    from graphdb.neo4j_store import Neo4jGraphStore
-    return Neo4jGraphStore(config.uri, config.user, config.password, config.database)
-
-
 @dataclass(frozen=True)
 class StoreStats:
     nodes: dict[str, int]                       # label → count
@@ -143,10 +137,15 @@ class GraphStore(ABC):
 
     @abstractmethod
     def clear(self) -> None:
-        """Delete every node and relationship."""
+        """Delete every node and relationship (``self.dialect.delete_all``)."""
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: StoreConfig) -> Self:
+        """Open the store ``config`` describes (what ``open_store`` calls)."""
 
     def create(self, query: str, rows: list[dict[str, Any]]) -> None:
         """Bulk insert of relationships that do not exist yet (one batch)."""
@@ -274,68 +273,16 @@ class GraphStore(ABC):
         return seeds_from_mentions(rows, study_ids, observations)
 
 
-class EmbeddedGraphStore(GraphStore):
-    """LadybugDB in ``<path>/graph.lbdb``. One process may hold it open for writing."""
+# Backends as "module:Class", imported on first use: each backend module imports this one (and
+# ladybug or neo4j), so a static import here would be a cycle. A new backend is one module + one line.
+BACKENDS: dict[StoreKind, str] = {
+    StoreKind.EMBEDDED: "graphdb.embedded_store:EmbeddedGraphStore",
+    StoreKind.NEO4J: "graphdb.neo4j_store:Neo4jGraphStore",
+}
 
-    dialect = cypher.LADYBUG
-    FILE = "graph.lbdb"
 
-    def __init__(self, path: Path | str, read_only: bool = False, buffer_pool_mb: int = 1024):
-        import ladybug  # lazy: importing graphdb must stay cheap
-
-        self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise GraphStoreError(f"embedded store path {self.path} is a file; pass a directory")
-        if read_only and not (self.path / self.FILE).exists():
-            raise GraphStoreError(f"no embedded graph at {self.path}: run `r2genkg kg load-m3kg` first")
-        self.path.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = ladybug.Database(str(self.path / self.FILE), read_only=read_only,
-                                        buffer_pool_size=buffer_pool_mb * 1024 * 1024)
-            self._conn = ladybug.Connection(self._db)
-        except RuntimeError as err:
-            raise GraphStoreError(f"cannot open the embedded graph at {self.path}: {err} "
-                                  "(is another process using it?)") from None
-        self._schema_ready = False
-
-    def run(self, query: str, params: dict[str, Any] | None = None) -> list[tuple]:
-        try:
-            result = self._conn.execute(query, params or {})
-        except RuntimeError as err:
-            if "does not exist" in str(err) and not self._schema_ready:
-                self.init_schema()
-                result = self._conn.execute(query, params or {})
-            else:
-                raise GraphStoreError(f"embedded query failed: {err}") from None
-        return [tuple(row) for row in result.get_all()]
-
-    def write(self, query: str, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self._conn.execute(query, {"rows": rows})
-
-    def create(self, query: str, rows: list[dict[str, Any]]) -> None:
-        # LadybugDB 0.22 segfaults on the third COPY-from-subquery in one connection, so each
-        # COPY gets a short-lived connection of its own (measured: no cost).
-        import ladybug
-
-        conn = ladybug.Connection(self._db)
-        try:
-            conn.execute(query, {"rows": rows})
-        finally:
-            conn.close()
-
-    def init_schema(self) -> None:
-        if not self._schema_ready:
-            for statement in self.dialect.schema:
-                self._conn.execute(statement)
-            self._schema_ready = True
-
-    def clear(self) -> None:
-        self.init_schema()
-        self._conn.execute(cypher.DELETE_ALL)
-
-    def close(self) -> None:
-        if getattr(self, "_conn", None) is not None:
-            self._conn.close()
-            self._db.close()
-            self._conn = None
+def open_store(config: StoreConfig) -> GraphStore:
+    """The store ``config.kind`` names, opened with ``config``'s settings. The caller closes it."""
+    module, _, name = BACKENDS[config.kind].partition(":")
+    backend: type[GraphStore] = getattr(importlib.import_module(module), name)
+    return backend.from_config(config)

@@ -1,7 +1,7 @@
 """The data pipeline end to end on the bundled IU X-ray reports (what `r2genkg demo` runs).
 
 annotation → labels (CheXpert-style) → phantom X-rays for a sample → M3KG in the graph store +
-the sample's studies → per-study subgraph cache → read back → baseline → metrics.
+the sample's studies → per-study subgraphs (JSONL) → read back → baseline → metrics.
 Every step writes under one output folder; a rerun reuses what is there (phantoms resume).
 """
 from __future__ import annotations
@@ -100,13 +100,13 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> EvalResult:
 
 
 def _knowledge_graph(config: DemoConfig, subset: Path, console: Console) -> None:
-    """Load the M3KG (idempotent), attach the sample's studies and their mentions, and fill the
-    per-study subgraph cache that training reads."""
+    """Load the M3KG (idempotent), attach the sample's studies and their mentions, and write
+    their per-study subgraphs to <out>/subgraphs.jsonl (a rerun skips the studies written)."""
     import time
 
     from graphdb.extract import RuleExtractor
     from graphdb.m3kg import load_m3kg
-    from graphdb.pipeline import fill_cache
+    from graphdb.pipeline import write_study_subgraphs
     from graphdb.schema import SubgraphSpec
     from graphdb.store import open_store
 
@@ -118,7 +118,7 @@ def _knowledge_graph(config: DemoConfig, subset: Path, console: Console) -> None
         store.attach_studies(RuleExtractor().extract(records))
         console.print(f"{store_config.kind.value} store ready in {time.perf_counter() - t0:.1f} s", highlight=False)
         console.print(store.stats().format(), highlight=False)
-        report = fill_cache(store, subset, None, "labels", SubgraphSpec(), config.out / "subgraphs")
+        report = write_study_subgraphs(store, subset, None, "labels", SubgraphSpec(), config.out / "subgraphs.jsonl")
         console.print(str(report), highlight=False)
         (example,) = store.study_subgraphs(store.study_seeds([records[0].study_id]))
         sizes = [len(example.at_level(i).nodes) for i in range(3)]

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Read the IU reports, label them, draw phantom X-rays for a sample, read them back, and
         score a nearest-neighbour retrieval baseline with NLG + clinical-efficacy metrics. On the way,
-        load the M3KG into the graph store and cache per-study subgraphs for the sample."""
+        load the M3KG into the graph store and write per-study subgraphs for the sample (JSONL)."""
         from cxr.records import DataError
         from graphdb.store import GraphStoreError, StoreConfig, StoreKind
         from r2genkg.commands.evaluate import print_result

@@ -29,7 +29,7 @@ def loaded_neo4j(neo4j_settings):
     from graphdb.neo4j_store import Neo4jGraphStore
 
     cfg = neo4j_settings
-    store = Neo4jGraphStore(cfg["uri"], cfg["user"], cfg["password"], cfg["database"])
+    store = Neo4jGraphStore.connect(cfg["uri"], cfg["user"], cfg["password"], cfg["database"])
     store.clear()
     store.upsert(load_m3kg())
     wanted = {v for q in BROWSER_QUERIES for k, v in q.params.items() if k.startswith("study")}

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from cxr.observations import Observation as O
+from graphdb.embedded_store import EmbeddedGraphStore
 from graphdb.provider import SubgraphProvider, _open_for_reading, canonical
 from graphdb.schema import SubgraphSpec
-from graphdb.store import EmbeddedGraphStore, StoreConfig, StoreKind
+from graphdb.store import StoreConfig, StoreKind
 
 
 def test_canonical_orders_and_dedupes():

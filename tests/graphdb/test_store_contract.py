@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cxr.observations import Observation
+from graphdb.embedded_store import EmbeddedGraphStore
 from graphdb.schema import (
     Certainty,
     Entity,
@@ -25,7 +26,7 @@ from graphdb.schema import (
     SubgraphSpec,
     Triple,
 )
-from graphdb.store import EmbeddedGraphStore, GraphStore
+from graphdb.store import GraphStore
 
 WEIRD = 'o\'brien "sign" \\ }) MATCH (n) DETACH DELETE n; // ünïcødé 🫁'
 PE, LO = Observation.PLEURAL_EFFUSION, Observation.LUNG_OPACITY
@@ -77,7 +78,7 @@ def _open(kind: str, request, tmp_path: Path) -> GraphStore:
     from graphdb.neo4j_store import Neo4jGraphStore
 
     cfg = request.getfixturevalue("neo4j_settings")
-    s = Neo4jGraphStore(cfg["uri"], cfg["user"], cfg["password"], cfg["database"])
+    s = Neo4jGraphStore.connect(cfg["uri"], cfg["user"], cfg["password"], cfg["database"])
     s.clear()
     return s
 

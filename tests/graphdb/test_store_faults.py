@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from cxr.records import DataError
+from graphdb.embedded_store import EmbeddedGraphStore
 from graphdb.m3kg import M3KGFiles, load_m3kg
-from graphdb.store import EmbeddedGraphStore, GraphStoreError
+from graphdb.store import GraphStoreError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,14 +22,14 @@ REPO = Path(__file__).resolve().parents[2]
 _LOADER = """
 import sys
 from graphdb.m3kg import load_m3kg
-from graphdb.store import EmbeddedGraphStore
+from graphdb.embedded_store import EmbeddedGraphStore
 kind, where = sys.argv[1], sys.argv[2]
 if kind == "embedded":
     store = EmbeddedGraphStore(where)
 else:
     from graphdb.neo4j_store import Neo4jGraphStore
     uri, user, password, db = where.split("|")
-    store = Neo4jGraphStore(uri, user, password, db)
+    store = Neo4jGraphStore.connect(uri, user, password, db)
 create = store.create
 def noisy(query, rows):
     create(query, rows)
@@ -74,7 +75,7 @@ def test_neo4j_load_killed_halfway_then_rerun(neo4j_settings):
     from graphdb.neo4j_store import Neo4jGraphStore
 
     cfg = neo4j_settings
-    with Neo4jGraphStore(cfg["uri"], cfg["user"], cfg["password"], cfg["database"]) as store:
+    with Neo4jGraphStore.connect(cfg["uri"], cfg["user"], cfg["password"], cfg["database"]) as store:
         store.clear()
         _kill_after("neo4j", "|".join((cfg["uri"], cfg["user"], cfg["password"], cfg["database"])), batches=6)
         partial = store.stats().edges["MODIFY"][0]
@@ -88,7 +89,7 @@ def test_server_down_says_start_it():
     from graphdb.neo4j_store import Neo4jGraphStore
 
     with pytest.raises(GraphStoreError, match=r"cannot reach Neo4j at bolt://127.0.0.1:1: .*scripts/neo4j.sh start"):
-        Neo4jGraphStore("bolt://127.0.0.1:1", "neo4j", "whatever-pw", "neo4j", connect_timeout_s=2)
+        Neo4jGraphStore.connect("bolt://127.0.0.1:1", "neo4j", "whatever-pw", "neo4j", connect_timeout_s=2)
 
 
 @pytest.mark.neo4j
@@ -96,7 +97,7 @@ def test_wrong_password_says_set_it(neo4j_settings):
     from graphdb.neo4j_store import Neo4jGraphStore
 
     with pytest.raises(GraphStoreError, match=r"wrong password\. Set NEO4J_PASSWORD"):
-        Neo4jGraphStore(neo4j_settings["uri"], neo4j_settings["user"], "not-the-password", "neo4j")
+        Neo4jGraphStore.connect(neo4j_settings["uri"], neo4j_settings["user"], "not-the-password", "neo4j")
 
 
 @pytest.mark.neo4j
@@ -105,7 +106,7 @@ def test_wrong_database_names_it(neo4j_settings):
 
     cfg = neo4j_settings
     with pytest.raises(GraphStoreError, match=r"no database 'm3kg'.*--neo4j-database neo4j"):
-        Neo4jGraphStore(cfg["uri"], cfg["user"], cfg["password"], "m3kg")
+        Neo4jGraphStore.connect(cfg["uri"], cfg["user"], cfg["password"], "m3kg")
 
 
 def test_unknown_relation_type_names_the_line(tmp_path: Path):

@@ -25,68 +25,80 @@ def kg(*args) -> tuple[int, str]:
 
 def test_load_build_stats_subgraphs_resume(tmp_path: Path, small_annotation: Path):
     store = tmp_path / "kg"
-    code, out = kg("load-m3kg", "--path", store)
+    code, out = kg("load-m3kg", "--store-path", store)
     assert code == 0, out
     assert "MODIFY 22,397, LOCATED_AT 13,080, SUGGESTIVE_OF 1,947" in out
-    code, out = kg("load-m3kg", "--path", store)            # idempotent
+    code, out = kg("load-m3kg", "--store-path", store)            # idempotent
     assert code == 0 and "Entity 2,418" in out
 
-    code, out = kg("build", "--annotation", small_annotation, "--split", "train", "--studies-only", "--path", store)
+    code, out = kg("build", "--annotation", small_annotation, "--split", "train", "--studies-only", "--store-path", store)
     assert code == 0, out
     assert "shared entities:" in out and "Study 40" in out and "MODIFY 22,397" in out
 
-    cache = tmp_path / "cache"
+    out_file = tmp_path / "subgraphs.jsonl"
     code, out = kg("subgraphs", "--annotation", small_annotation, "--split", "train", "--seeds", "both",
-                   "--cache", cache, "--path", store)
+                   "--out", out_file, "--store-path", store)
     assert code == 0, out
-    assert "40 studies in the cache" in out and "(40 new" in out
-    code, out = kg("subgraphs", "--annotation", small_annotation, "--seeds", "both", "--cache", cache,
-                   "--path", store)
+    assert "40 studies in" in out and "(40 new" in out
+    with out_file.open("rb+") as f:                     # a crash mid-line: the torn line is redone
+        f.truncate(f.seek(0, 2) - 10)
+    code, out = kg("subgraphs", "--annotation", small_annotation, "--seeds", "both", "--out", out_file,
+                   "--store-path", store)
     assert code == 0, out
-    assert "50 studies in the cache" in out and "(10 new" in out        # resumed: only val is new
+    assert "50 studies in" in out and "(11 new" in out        # resumed: only val and the torn one are new
+    lines = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert len(lines) == 50 and len({line["id"] for line in lines}) == 50
+    first = lines[0]
+    assert set(first) == {"id", "seeds", "nodes", "edges"} and first["nodes"] and first["edges"]
+    assert set(first["nodes"][0]) == {"id", "name", "type", "count", "level"}
+    assert set(first["edges"][0]) == {"head", "type", "tail", "count"}
 
-    code, out = kg("stats", "--path", store)
+    code, out = kg("stats", "--store-path", store)
     assert code == 0 and "Study 40" in out and "MENTIONS" in out
 
 
 def test_bad_options_get_one_line_errors(tmp_path: Path, small_annotation: Path):
-    code, out = kg("stats", "--store", "sqlite", "--path", tmp_path / "kg")
-    assert code == 2 and "--store must be 'embedded' or 'neo4j'" in out
-    code, out = kg("subgraphs", "--budgets", "16,48", "--path", tmp_path / "kg", "--annotation", small_annotation)
+    code, out = kg("stats", "--store", "sqlite", "--store-path", tmp_path / "kg")
+    assert code == 2 and "'sqlite' is not one of" in out
+    code, out = kg("subgraphs", "--budgets", "16,48", "--store-path", tmp_path / "kg", "--annotation", small_annotation)
     assert code == 2 and "level_budgets must be 3 positive ints" in out
-    code, out = kg("subgraphs", "--path", tmp_path / "empty", "--annotation", small_annotation,
-                   "--cache", tmp_path / "c")
+    code, out = kg("subgraphs", "--store-path", tmp_path / "empty", "--annotation", small_annotation,
+                   "--out", tmp_path / "c.jsonl")
     assert code == 2 and "kg load-m3kg" in out
-    code, out = kg("build", "--extractor", "llm", "--path", tmp_path / "kg")
+    code, out = kg("build", "--extractor", "llm", "--store-path", tmp_path / "kg")
     assert code == 2 and "--llm-base-url and --llm-model" in out
     code, out = kg("stats", "--store", "neo4j", "--neo4j-uri", "bolt://127.0.0.1:1")
     assert code == 2 and "cannot reach Neo4j" in out
 
 
 def test_every_kg_command_has_help():
-    for command in ("load-m3kg", "build", "stats", "subgraphs"):
+    for command in ("load-m3kg", "build", "stats", "subgraphs", "features"):
         code, out = kg(command, "--help")
         assert code == 0 and "--store" in out
 
 
+def test_subgraphs_refuses_a_file_that_is_not_its_own(tmp_path: Path, small_annotation: Path, m3kg_store: Path):
+    out_file = tmp_path / "notes.jsonl"
+    out_file.write_text('{"name": "x"}\n')
+    code, out = kg("subgraphs", "--annotation", small_annotation, "--out", out_file, "--store-path", m3kg_store)
+    assert code == 2 and "notes.jsonl:1 is not a subgraph line" in out
+
+
 @pytest.mark.slow
 def test_global_subgraph_and_features(tmp_path: Path):
-    from graphdb.cache import SubgraphCache
-    from graphdb.pipeline import GLOBAL_ID
-    from graphdb.store import EmbeddedGraphStore
-    from graphdb.tensorize import NodeTable
+    from graphdb.pipeline import GLOBAL_ID, read_subgraphs
 
     store = tmp_path / "kg"
-    assert kg("load-m3kg", "--path", store)[0] == 0
-    code, out = kg("subgraphs", "--global-scales", "101,206,319,400,558", "--path", store, "--cache", tmp_path / "g")
-    assert code == 0 and "1 studies in the cache" in out, out
-    with EmbeddedGraphStore(store, read_only=True) as s:
-        table = NodeTable.from_nodes(*s.node_table())
-    g = SubgraphCache.open(tmp_path / "g", table).get_subgraph(GLOBAL_ID)
+    assert kg("load-m3kg", "--store-path", store)[0] == 0
+    code, out = kg("subgraphs", "--global-scales", "101,206,319,400,558", "--store-path", store,
+                   "--out", tmp_path / "g.jsonl")
+    assert code == 0 and "1 studies in" in out, out
+    (g,) = read_subgraphs(tmp_path / "g.jsonl")
+    assert g.study == GLOBAL_ID
     assert [len(g.at_level(i).nodes) for i in range(5)] == [101, 206, 319, 400, 558]
 
-    code, out = kg("features", "--path", store, "--cache", tmp_path / "f")
+    code, out = kg("features", "--store-path", store, "--features-cache", tmp_path / "f")
     assert code == 0, out
     assert "2,432 nodes × 384" in out and len(list((tmp_path / "f").glob("*.npy"))) == 1
-    code, out = kg("features", "--path", store, "--encoder", tmp_path / "no-model")
+    code, out = kg("features", "--store-path", store, "--features-model", tmp_path / "no-model")
     assert code == 2 and "does not exist" in out
