@@ -30,8 +30,8 @@ from PIL import Image
 from cxr.images import load_image
 from generator.engine import Engine, EngineConfig
 from generator.server import ServerConfig, create_app
-from training.checkpoint import read_config
-from training.data import load_split, prepare_images
+from cxr.datasets import load_split, prepare_images
+from generator.checkpoint import read_run_config
 
 
 def png_uri(pixels: np.ndarray) -> str:
@@ -42,7 +42,7 @@ def png_uri(pixels: np.ndarray) -> str:
 
 def payloads(checkpoint: Path, n: int = 32) -> list[str]:
     """n PNG data URIs: the checkpoint's test phantoms, or synthetic noise when its data is absent."""
-    data = read_config(checkpoint).data
+    data = read_run_config(checkpoint).data
     data.limit = {"test": n}
     try:
         prepare_images(data, splits=["test"], progress=False)

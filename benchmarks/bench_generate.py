@@ -23,12 +23,12 @@ import torch
 
 from cxr.images import load_image
 from generator.engine import Engine, EngineConfig, StudyInput
-from training.checkpoint import read_config
-from training.data import load_split, prepare_images
+from cxr.datasets import load_split, prepare_images
+from generator.checkpoint import read_run_config
 
 
 def test_studies(checkpoint: Path, n: int) -> list[StudyInput]:
-    data = read_config(checkpoint).data
+    data = read_run_config(checkpoint).data
     data.limit = {"test": n}
     prepare_images(data, splits=["test"], progress=False)
     return [StudyInput(r.study_id, [np.asarray(load_image(p)) for p in r.image_paths[:data.max_views]])

@@ -1,8 +1,10 @@
-"""Load one chest X-ray file (PNG, JPEG or DICOM) as an 8-bit grayscale ``PIL.Image`` (mode "L").
+"""Chest X-ray files (PNG, JPEG or DICOM) → 8-bit grayscale views → the model's input tensors.
 
-DICOM: stored values → Modality LUT (RescaleSlope / Intercept) → VOI window (WindowCenter /
-WindowWidth, first value if several; min-max of the data without one) → MONOCHROME1 inverted →
-uint8.  Every failure is a ``DataError`` that names the file.
+Decoding: a file or in-memory upload → ``PIL.Image`` mode "L". DICOM: stored values → pydicom's
+Modality LUT → pydicom's VOI LUT (a VOI LUT sequence or the window; min-max of the data without
+either) → MONOCHROME1 inverted → uint8. Every failure is a ``DataError`` that names the file.
+Preparation (the one copy training and serving share): views (H, W) uint8 of any size →
+``stack_views`` (V, S, S) uint8 + (V,) valid mask → ``normalise`` (V, 1, S, S) float32.
 """
 from __future__ import annotations
 
@@ -121,7 +123,7 @@ def dicom_to_uint8(path: Path | BinaryIO, max_pixels: int | None = None, name: s
     if int(ds.get("SamplesPerPixel", 1)) > 1:     # colour: luma, no LUTs apply
         gray = pixels[..., :3].astype(np.float64) @ _LUMA
         return _to_uint8(gray if int(ds.get("BitsStored", 8)) <= 8 else min_max(gray))
-    values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    values = np.asarray(apply_modality_lut(pixels, ds))   # stays integer without a rescale
     display = _voi(values, ds, path)
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
         display = 255.0 - display
@@ -149,21 +151,26 @@ def _first(value: object) -> float:
 
 
 def _voi(values: np.ndarray, ds: Dataset, path: Path) -> np.ndarray:
-    """VOI window per DICOM PS3.3 C.11.2.1.2 onto 0..255; min-max when there is no usable window."""
-    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+    """pydicom's VOI LUT (a VOI LUT sequence, else the first window) scaled from its output
+    range onto 0..255; min-max of the data when the file has neither or an invalid one."""
+    from pydicom.pixels import apply_voi_lut
+
+    if "VOILUTSequence" not in ds and ("WindowCenter" not in ds or "WindowWidth" not in ds):
         return min_max(values)
-    center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-    function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
-    if width <= 0 or (function == "LINEAR" and width < 1):
-        log.warning("%s: invalid WindowWidth %s, using min-max instead", path, width)
+    try:
+        with np.errstate(over="ignore"):
+            display = apply_voi_lut(values, ds)
+            # the VOI's output range: what it maps far-below and far-above values to
+            table = "VOILUTSequence" in ds and values.dtype.kind in "iu"   # a table indexes stored integers
+            extremes = (np.array([np.iinfo(values.dtype).min, np.iinfo(values.dtype).max], dtype=values.dtype)
+                        if table else np.array([-1e12, 1e12]))
+            low, high = sorted(np.asarray(apply_voi_lut(extremes, ds), dtype=np.float64))
+    except (ValueError, TypeError, IndexError) as exc:
+        log.warning("%s: unusable VOI LUT / window (%s), using min-max instead", path, exc)
         return min_max(values)
-    if function == "SIGMOID":
-        return 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-    if function == "LINEAR_EXACT":
-        return np.clip(((values - center) / width + 0.5) * 255.0, 0.0, 255.0)
-    if width == 1:
-        return np.where(values > center - 0.5, 255.0, 0.0)
-    return np.clip(((values - (center - 0.5)) / (width - 1) + 0.5) * 255.0, 0.0, 255.0)
+    if high <= low:
+        return min_max(np.asarray(display, dtype=np.float64))
+    return (np.asarray(display, dtype=np.float64) - low) * (255.0 / (high - low))
 
 
 def min_max(values: np.ndarray) -> np.ndarray:
@@ -176,3 +183,47 @@ def min_max(values: np.ndarray) -> np.ndarray:
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+# ---- preparation: what the model sees, shared by training and serving ----------------------
+# pixels in [0, 1] → [-2, 2]: fixed constants (not ImageNet's) because the images are grayscale
+IMAGE_MEAN = 0.5
+IMAGE_STD = 0.25
+
+
+def resize_view(view: np.ndarray | Image.Image, size: int) -> np.ndarray:
+    """(H, W) uint8 → (size, size) uint8, bilinear (aspect ratio not kept, as in R2Gen)."""
+    image = view if isinstance(view, Image.Image) else Image.fromarray(np.asarray(view, dtype=np.uint8))
+    return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def stack_views(views: Sequence[np.ndarray | Image.Image | None], size: int,
+                max_views: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``max_views`` views (None = unreadable) → (V, S, S) uint8 + (V,) bool valid mask."""
+    pixels = np.zeros((max_views, size, size), dtype=np.uint8)
+    valid = np.zeros(max_views, dtype=bool)
+    for i, view in enumerate(views[:max_views]):
+        if view is not None:
+            pixels[i], valid[i] = resize_view(view, size), True
+    return pixels, valid
+
+
+def normalise(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(V, S, S) uint8 + (V,) bool → (V, 1, S, S) float32 normalised, zero where not valid."""
+    images = (pixels.astype(np.float32) / 255.0 - IMAGE_MEAN) / IMAGE_STD
+    images[~valid] = 0.0   # padding stays neutral, not a "black image" (-2)
+    return images[:, None]
+
+
+def load_views(paths: Sequence[str | Path], size: int, max_views: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Files → ``stack_views``; unreadable files are skipped and their reasons returned."""
+    views: list[Image.Image | None] = []
+    problems = []
+    for path in paths[:max_views]:
+        try:
+            views.append(load_image(path))
+        except DataError as exc:
+            views.append(None)
+            problems.append(str(exc))
+    pixels, valid = stack_views(views, size, max_views)
+    return pixels, valid, problems

@@ -12,13 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-from cxr.observations import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
-
-
-class UncertainPolicy(str, Enum):
-    ONES = "ones"      # CheXpert U-Ones: uncertain counts as positive (the default)
-    ZEROS = "zeros"    # U-Zeros: uncertain counts as negative
-    IGNORE = "ignore"  # U-Ignore: uncertain entries do not enter the loss
+from cxr.observations import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, UncertainPolicy, positive_mask
 
 
 class BlankPolicy(str, Enum):
@@ -36,7 +30,7 @@ def disease_targets(labels: torch.Tensor, uncertain: UncertainPolicy = Uncertain
     bad = ~(is_blank | is_pos | is_neg | is_unc)
     if bad.any():
         raise ValueError(f"labels must be 1, 0, -1 or NaN; got {labels[bad].unique().tolist()}")
-    targets = (is_pos | (is_unc & (uncertain == UncertainPolicy.ONES))).float()
+    targets = positive_mask(labels, uncertain).float()
     weights = torch.ones_like(labels)
     if uncertain == UncertainPolicy.IGNORE:
         weights = weights.masked_fill(is_unc, 0.0)

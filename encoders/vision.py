@@ -17,6 +17,8 @@ import timm
 import torch
 from torch import nn
 
+from encoders.state import StateDictError, load_state
+
 
 class FreezeMode(str, Enum):
     NONE = "none"        # everything trains
@@ -93,20 +95,10 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
         raise TypeError(f"{path}: expected a state dict, got {type(state).__name__}")
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
 
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mis_shaped = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                        for k in set(own) & set(state) if state[k].shape != own[k].shape)
-    if missing or unexpected or mis_shaped:
-        def head(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
-        raise ValueError(
-            f"{path} does not match the vision backbone: {len(missing)} missing [{head(missing)}]; "
-            f"{len(unexpected)} unexpected [{head(unexpected)}]; "
-            f"{len(mis_shaped)} mis-shaped [{head(mis_shaped)}]. "
-            "Check model_name / img_size / model_kwargs against the checkpoint.")
-    model.load_state_dict(state, strict=True)
+    try:
+        load_state(model, state, path)
+    except StateDictError as err:
+        raise ValueError(f"{err}. Check model_name / img_size / model_kwargs against the checkpoint.") from None
 
 
 def _create(config: VisionConfig) -> nn.Module:

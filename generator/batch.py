@@ -15,34 +15,25 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from cxr.clean import CleanStyle
+from cxr.datasets import load_split, prepare_images
 from cxr.images import load_image
 from cxr.labeler import label_reports
 from cxr.observations import OBSERVATIONS
-from cxr.readers import DatasetKind, ImageCheck, read_dataset
+from cxr.readers import DatasetKind, ImageCheck, detect_kind, read_dataset
 from cxr.records import DataError, ErrorPolicy, StudyRecord
+from generator.checkpoint import read_run_config
 from generator.engine import Engine, StudyInput
 from generator.model import GenerationResult
 from generator.settings import GenerationSettings
-from training.checkpoint import read_config
-from training.data import load_split, prepare_images
 
 log = logging.getLogger(__name__)
 LABEL_NAMES = {1.0: "positive", 0.0: "negative", -1.0: "uncertain"}
-
-
-class InputKind(str, Enum):
-    CHECKPOINT = "checkpoint"        # the checkpoint's own dataset config (phantoms rendered if it says so)
-    FOLDER = "folder"                # study sub-folders, or a study_id,image_path[,view] CSV manifest
-    R2GEN = "r2gen"                  # annotation.json (IU X-ray, MIMIC-CXR)
-    CHEXPERT_PLUS = "chexpert_plus"  # df_chexpert_plus_240401.csv
 
 
 @dataclass
@@ -65,24 +56,16 @@ class BatchSummary:
         return self.written / self.seconds if self.seconds else 0.0
 
 
-def detect_input(path: Path) -> InputKind:
-    if path.is_dir():
-        return InputKind.FOLDER
-    if path.suffix.lower() == ".json":
-        return InputKind.R2GEN
-    if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8", errors="replace") as f:
-            header = f.readline()
-        return InputKind.CHEXPERT_PLUS if "path_to_image" in header else InputKind.FOLDER
-    raise DataError(f"{path}: not a folder, .json annotation or .csv file")
-
-
 def read_studies(checkpoint: Path, source: Path | None, split: str | None, image_root: Path | None,
-                 kind: InputKind | None = None, progress: bool = True) -> tuple[list[StudyRecord], list[Failure]]:
-    """The studies to generate for, and the items the reader had to skip (as failures)."""
+                 kind: DatasetKind | None = None, progress: bool = True) -> tuple[list[StudyRecord], list[Failure]]:
+    """The studies to generate for, and the items the reader had to skip (as failures).
+
+    Without ``source``: the checkpoint's own dataset split (phantoms rendered if its config says so);
+    otherwise ``source`` is read by ``kind`` (default: ``detect_kind``).
+    """
     policy = ErrorPolicy.lenient()
-    if source is None or kind is InputKind.CHECKPOINT:
-        data = read_config(checkpoint).data
+    if source is None:
+        data = read_run_config(checkpoint).data
         if image_root is not None:
             data.image_root = str(image_root)
         split = split or "test"
@@ -90,12 +73,10 @@ def read_studies(checkpoint: Path, source: Path | None, split: str | None, image
         prepare_images(data, splits=[split], progress=progress)
         records = load_split(data, split)
     else:
-        kind = kind or detect_input(source)
-        splits = None if kind is InputKind.FOLDER or split is None else [split]
-        dataset_kind = {InputKind.FOLDER: DatasetKind.FOLDER, InputKind.R2GEN: DatasetKind.R2GEN,
-                        InputKind.CHEXPERT_PLUS: DatasetKind.CHEXPERT_PLUS}[kind]
+        kind = kind or detect_kind(source)
+        splits = None if kind is DatasetKind.FOLDER or split is None else [split]
         root = image_root if image_root is not None else (source if source.is_dir() else source.parent)
-        records = read_dataset(dataset_kind, source, image_root=root, splits=splits, policy=policy,
+        records = read_dataset(kind, source, image_root=root, splits=splits, policy=policy,
                                check_images=ImageCheck.NONE)
     return records, [Failure(None, "read", m) for m in policy.messages]
 
@@ -247,38 +228,3 @@ def _generate(engine: Engine, studies: list[StudyInput],
         return rows, failures
     labels = label_reports([r.report for r in results])
     return [result_row(r, labels[i], engine, settings, seconds, len(results)) for i, r in enumerate(results)], []
-
-
-@dataclass
-class OutputScores:
-    result: Any                      # training.evaluate.EvalResult: NLG + CE of the written reports
-    auroc: dict[str, float | None]   # the classifier's 14 probabilities vs the references' labels
-
-    @property
-    def mean_auroc(self) -> float | None:
-        values = [v for v in self.auroc.values() if v is not None]
-        return float(np.mean(values)) if values else None
-
-
-def evaluate_output(output: Path, records: Sequence[StudyRecord], style: CleanStyle,
-                    meteor: bool = True) -> OutputScores | None:
-    """Score the output against the records' reference reports (None when there are none)."""
-    from training.evaluate import EvalResult, compute_scores
-    from training.metrics.auroc import auroc_per_observation
-
-    refs = {r.study_id: r.report for r in records if r.report.strip()}
-    rows = {}
-    for line in output.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if row["id"] in refs:
-                rows[row["id"]] = row
-    if not rows:
-        return None
-    ids = sorted(rows)
-    references = [refs[i] for i in ids]
-    scores = compute_scores([rows[i]["report"] for i in ids], references, style, meteor=meteor)
-    probs = np.array([[rows[i]["observations"][o.value] for o in OBSERVATIONS] for i in ids])
-    result = EvalResult(scores, {"predictions": str(output), "style": style.value},
-                        {"scored": len(ids), "references": len(refs), "missing": len(refs) - len(ids)})
-    return OutputScores(result, auroc_per_observation(probs, label_reports(references)))

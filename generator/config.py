@@ -14,9 +14,10 @@ from encoders.fusion import CrossAttentionConfig
 from encoders.graph import GraphConfig, MultiScaleConfig
 from encoders.qformer import QFormerConfig
 from encoders.vision import VisionConfig
+from cxr.datasets import DataConfig
 from generator.llm import LLMConfig
+from generator.settings import GenerationSettings
 from graphdb.schema import SubgraphSpec
-from graphdb.store import StoreKind
 from retrieval.index import IndexKind
 
 PAPER_PROMPT = "Generate a comprehensive and detailed diagnosis report for this chest xray image."
@@ -35,12 +36,10 @@ class KG2VQueries(str, Enum):
 
 @dataclass
 class KGConfig:
+    """The knowledge part of the architecture. Where the graph lives is not here: that is the
+    deployment's ``graphdb.store.StoreConfig``, passed when a model is built."""
+
     mode: KGMode = KGMode.PER_STUDY
-    store: StoreKind = StoreKind.EMBEDDED
-    store_path: str = "outputs/kg/embedded"       # embedded store; loaded with the M3KG if empty
-    uri: str = "bolt://127.0.0.1:7687"            # neo4j store (password from NEO4J_PASSWORD)
-    features_cache: str = "outputs/kg/features"   # cached node text embeddings
-    features_model: str | None = None             # local sentence-transformers dir; None → bundled MiniLM
     level_budgets: tuple[int, int, int] = (16, 48, 96)
     global_scales: tuple[int, ...] = (101, 206, 319, 400, 558)
     teacher_forcing_epochs: int = 1   # per_study: seed from the report's labels for the first N epochs
@@ -51,7 +50,7 @@ class KGConfig:
     kg2v_queries: KG2VQueries = KG2VQueries.SCALES
 
     def __post_init__(self) -> None:
-        self.mode, self.store = KGMode(self.mode), StoreKind(self.store)
+        self.mode = KGMode(self.mode)
         self.kg2v_queries = KG2VQueries(self.kg2v_queries)
         self.level_budgets, self.global_scales = tuple(self.level_budgets), tuple(self.global_scales)
         SubgraphSpec(self.level_budgets, self.global_scales)  # validates both
@@ -119,3 +118,20 @@ class ModelConfig:
             qformer=replace(self.qformer, encoder_hidden_size=vision_dim),
             kg=replace(self.kg, graph=graph),
             fusion=replace(self.fusion, vision_dim=vision_dim, graph_dim=graph.out_dim))
+
+
+@dataclass
+class RunConfig:
+    """What a checkpoint says about the run that made it and how to use it: the data it was
+    trained on (image size, views, cleaning), the architecture and the default decoding.
+    training.config.ExperimentConfig adds the training settings."""
+
+    name: str = "r2genkg"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+    def __post_init__(self) -> None:
+        if self.generation.max_new_tokens < self.model.max_report_tokens:
+            raise ValueError(f"{type(self).__name__}.generation.max_new_tokens ({self.generation.max_new_tokens}) "
+                             f"must be ≥ model.max_report_tokens ({self.model.max_report_tokens})")

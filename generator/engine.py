@@ -7,23 +7,21 @@ all call ``Engine.generate``, which calls the model's one ``generate`` path.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 import torch
-from PIL import Image
 
+from cxr.images import normalise, stack_views
 from generator.backends import BackendKind, HFBackend, LLMBackend, RemoteVLLMBackend, VLLMBackend
+from generator.checkpoint import ModelBundle, checkpoint_id, load_bundle
 from generator.model import GenerationResult, R2GenKG
 from generator.settings import GenerationSettings
-from graphdb.store import StoreKind
-from training.checkpoint import MODEL_FILE, ModelBundle, load_bundle, read_config
-from training.data import normalise
+from graphdb.store import StoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +41,6 @@ class EngineConfig:
     backend: BackendKind = BackendKind.HF
     micro_batch: int = 16          # studies per adapter forward (and per HF generate call)
     device: str = "auto"           # auto → cuda when available
-    store: StoreKind | None = None # override the checkpoint's graph store (embedded | neo4j)
-    neo4j_uri: str | None = None
     vllm_model_dir: str | None = None   # offline vLLM: the export dir (default CHECKPOINT/llm_export, made if absent)
     vllm_url: str | None = None          # remote vLLM: http://host:8001/v1
     vllm_model: str = SERVED_NAME        # the served model name (vllm serve … --served-model-name)
@@ -53,8 +49,6 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         self.backend = BackendKind(self.backend)
-        if self.store is not None:
-            self.store = StoreKind(self.store)
         if self.micro_batch < 1:
             raise ValueError(f"EngineConfig.micro_batch must be ≥ 1, got {self.micro_batch}")
         if self.backend is BackendKind.VLLM_REMOTE and not self.vllm_url:
@@ -63,15 +57,6 @@ class EngineConfig:
 
 def resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
-def checkpoint_id(checkpoint: Path) -> str:
-    """The checkpoint's run name + the first 12 hex of its weights' sha256: names what wrote a report."""
-    digest = hashlib.sha256()
-    with (checkpoint / MODEL_FILE).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{read_config(checkpoint).name}@{digest.hexdigest()[:12]}"
 
 
 class Engine:
@@ -89,15 +74,13 @@ class Engine:
         self._bundle = bundle
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, config: EngineConfig | None = None) -> Self:
+    def from_checkpoint(cls, checkpoint: str | Path, config: EngineConfig | None = None,
+                        store: StoreConfig | None = None) -> Self:
+        """``store``: where the graph lives (default: ``StoreConfig.from_env()``)."""
         config = config or EngineConfig()
         checkpoint = Path(checkpoint)
-        saved = read_config(checkpoint)
-        kg = saved.model.kg
-        if config.store is not None or config.neo4j_uri is not None:
-            kg = replace(kg, store=config.store or kg.store, uri=config.neo4j_uri or kg.uri)
-        run = replace(saved, model=replace(saved.model, kg=kg))
-        bundle = load_bundle(checkpoint, run)
+        bundle = load_bundle(checkpoint, store or StoreConfig.from_env())
+        run = bundle.config
         try:
             backend = _make_backend(config, bundle, checkpoint)
             device = resolve_device(config.device)
@@ -112,13 +95,8 @@ class Engine:
         """Views → (V, 1, S, S) normalised + (V,) mask, as training's data pipeline makes them."""
         if not views:
             raise ValueError("a study needs at least one image")
-        s, v = self.image_size, self.max_views
-        pixels = np.zeros((v, s, s), dtype=np.uint8)
-        valid = np.zeros(v, dtype=bool)
-        for i, view in enumerate(views[:v]):
-            pixels[i] = np.asarray(Image.fromarray(view).resize((s, s), Image.BILINEAR), dtype=np.uint8)
-            valid[i] = True
-        return normalise(pixels, valid), torch.from_numpy(valid)
+        pixels, valid = stack_views(views, self.image_size, self.max_views)
+        return torch.from_numpy(normalise(pixels, valid)), torch.from_numpy(valid)
 
     # ---- the one entry point ----
     @torch.no_grad()

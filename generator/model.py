@@ -16,10 +16,10 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from cxr.observations import OBSERVATIONS, Observation
+from cxr.observations import OBSERVATIONS, Observation, positive_mask
 from encoders.fusion import BankAttention, BiCrossAttention
 from encoders.graph import GraphOutput, MultiScaleFusion
-from encoders.qformer import DiseaseOutput, DiseaseQFormer, disease_targets
+from encoders.qformer import DiseaseOutput, DiseaseQFormer
 from encoders.vision import SwinEncoder
 from generator.backends import Completion, HFBackend, LLMBackend, TokenCallback
 from generator.config import KG2VQueries, KGMode, ModelConfig
@@ -146,7 +146,7 @@ class R2GenKG(nn.Module):
             g = self.provider.global_graph()
             return SubgraphBatch(g.graphs.to(logits.device), torch.zeros(batch, dtype=torch.long), g.subgraphs)
         if labels is not None:   # teacher forcing: the report's own positive (and uncertain) labels
-            positive = disease_targets(labels, self.config.qformer.uncertain_policy)[0] > 0.5
+            positive = positive_mask(labels, self.config.qformer.uncertain_policy)
         else:
             probs = torch.sigmoid(logits.detach().float())
             positive = probs >= self.config.kg.seed_threshold

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from graphdb.store import ENV_VARS, StoreConfig, StoreKind
 
@@ -63,3 +64,9 @@ def store_options(command: Callable[..., Any]) -> Callable[..., Any]:
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     del wrapper.__wrapped__   # typer must see the new signature, not the command's
     return wrapper
+
+
+def fail(console: Console, exc: BaseException) -> typer.Exit:
+    """Print ``exc`` as the one-line error every command gives for bad input; exit status 2."""
+    console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)

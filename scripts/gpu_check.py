@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from generator.checkpoint import build_model
 from generator.llm import train_tokenizer
 from generator.model import GenerationSettings
-from training.checkpoint import build_model
+from graphdb.store import StoreConfig
 from training.config import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,15 +48,15 @@ def main() -> None:
     if device.type == "cpu" and not args.tiny:
         sys.exit("gpu_check: no CUDA device; use --tiny for a CPU smoke test")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="gpu_check-"))
-    paths = [f"model.kg.store_path={work / 'kg'}", f"model.kg.features_cache={work / 'features'}"]
+    store = StoreConfig(path=work / "kg", features_cache=work / "features")
     if args.tiny:
-        cfg = load_experiment(REPO / "configs" / "debug.yaml", [*paths, "model.kg.mode=global"])
+        cfg = load_experiment(REPO / "configs" / "debug.yaml", ["model.kg.mode=global"])
     else:
-        cfg = load_experiment(REPO / "configs" / "iu_xray.yaml", [*paths, *LLM_1B])
+        cfg = load_experiment(REPO / "configs" / "iu_xray.yaml", LLM_1B)
     reports = json.loads((REPO / "cxr/resources/iu_xray/annotation.json").read_text())["train"]
     texts = [r["report"] for r in reports]
     tokenizer = train_tokenizer(texts, cfg.model.llm.vocab_size)
-    bundle = build_model(cfg, tokenizer)
+    bundle = build_model(cfg, tokenizer, store)
     model = bundle.model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     llm_params = sum(p.numel() for p in model.llm.parameters())

@@ -17,11 +17,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from graphdb.store import StoreConfig
+from r2genkg.options import fail, store_options
+
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 
 
 @app.command()
+@store_options
 def main(
+    store: StoreConfig,
     checkpoint: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A checkpoint folder.")],
     output: Annotated[Path, typer.Option(help="JSONL to append to (ids already there are skipped).")],
     input: Annotated[Path | None, typer.Option("--input", exists=True, help="Folder, manifest CSV, annotation.json or CheXpert Plus CSV.")] = None,
@@ -34,21 +39,21 @@ def main(
     batch_size: Annotated[int, typer.Option(min=1, help="Studies per engine call.")] = 16,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N studies.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    store: Annotated[str | None, typer.Option(help="Graph store: embedded | neo4j (default: the checkpoint's).")] = None,
-    neo4j_uri: Annotated[str | None, typer.Option(help="bolt://host:7687 (password: NEO4J_PASSWORD).")] = None,
     num_beams: Annotated[int | None, typer.Option(min=1, help="Override the checkpoint's generation.num_beams.")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Override generation.max_new_tokens.")] = None,
     evaluate: Annotated[bool, typer.Option(help="Score the output against the input's reference reports.")] = False,
     meteor: Annotated[bool, typer.Option(help="--no-meteor skips METEOR (Java) in --evaluate.")] = True,
     progress: Annotated[bool, typer.Option(help="--no-progress hides the progress bar.")] = True,
 ) -> None:
-    from cxr.clean import CleanStyle
     from cxr.records import DataError
     from generator.backends import BackendError, BackendKind
-    from generator.batch import read_studies, run_batch
+    from generator.batch import failures_path, read_studies, run_batch
+    from generator.checkpoint import CheckpointError, read_run_config
     from generator.engine import Engine, EngineConfig
+    from graphdb.store import GraphStoreError
     from r2genkg.commands.evaluate import print_result
-    from training.checkpoint import CheckpointError, read_config
+    from training.evaluate import evaluate_records
+    from training.metrics.meteor import MeteorError
 
     console = Console(stderr=True)
     try:
@@ -58,9 +63,9 @@ def main(
             records = records[:limit]
         if not records:
             raise DataError(f"no studies to generate for in {input or 'the checkpoint dataset'}")
-        config = EngineConfig(backend=kind, micro_batch=batch_size, device=device, store=store, neo4j_uri=neo4j_uri,
+        config = EngineConfig(backend=kind, micro_batch=batch_size, device=device,
                               vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key)
-        with Engine.from_checkpoint(checkpoint, config) as eng:
+        with Engine.from_checkpoint(checkpoint, config, store) as eng:
             settings = eng.default_settings
             settings = replace(settings, num_beams=num_beams or settings.num_beams,
                                max_new_tokens=max_new_tokens or settings.max_new_tokens)
@@ -71,27 +76,24 @@ def main(
             console.print(f"{len(records)} studies → {output} with {eng.model_id} ({kind.value}, "
                           f"{eng.device})", highlight=False)
             summary = run_batch(eng, records, output, batch_size, settings, progress, read_failures)
-    except (DataError, CheckpointError, BackendError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from exc
+    except (DataError, CheckpointError, BackendError, GraphStoreError, ValueError, FileNotFoundError) as exc:
+        raise fail(console, exc) from exc
     console.print(f"wrote {summary.written} reports in {summary.seconds:.1f} s "
                   f"({summary.reports_per_second:.1f} reports/s); {summary.skipped_done} already done; "
                   f"{len(summary.failures)} failed", highlight=False)
     if evaluate:
-        from generator.batch import evaluate_output
-
-        style = CleanStyle(read_config(checkpoint).data.clean_style)
-        scored = evaluate_output(output, records, style, meteor=meteor)
+        try:
+            scored = evaluate_records(output, records, read_run_config(checkpoint).data.clean_style, meteor=meteor)
+        except (DataError, MeteorError) as exc:
+            raise fail(console, exc) from exc
         if scored is None:
             console.print("--evaluate: the input has no reference reports; nothing scored")
         else:
-            print_result(Console(), scored.result)
-            mean = scored.mean_auroc
-            Console().print(f"classifier mean AUROC {'n/a' if mean is None else f'{mean:.3f}'} over "
-                            f"{scored.result.counts['scored']} studies", highlight=False)
+            print_result(Console(), scored)
+            console.print(f"scored {scored.counts['scored']} studies ({scored.counts['missing']} without a report)",
+                          highlight=False)
     if summary.failures:
-        console.print(f"[yellow]{len(summary.failures)} studies failed; reasons in "
-                      f"{output.with_name(output.name.removesuffix('.jsonl') + '.failures.jsonl')}[/yellow]",
+        console.print(f"[yellow]{len(summary.failures)} studies failed; reasons in {failures_path(output)}[/yellow]",
                       highlight=False)
         raise typer.Exit(1)
 

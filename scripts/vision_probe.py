@@ -20,7 +20,8 @@ import torch
 from encoders.qformer import DiseaseQFormer
 from encoders.vision import SwinEncoder
 from training.config import load_experiment
-from training.data import StudyDataset, load_split, make_loader
+from cxr.datasets import load_split
+from training.data import StudyDataset, make_loader
 from training.metrics.auroc import auroc_per_observation
 
 BACKBONES = {

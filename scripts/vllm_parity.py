@@ -28,12 +28,12 @@ def dump(checkpoint: Path, out: Path, studies: int, max_new_tokens: int) -> None
     from generator.engine import Engine, EngineConfig, StudyInput
     from generator.export import export_llm
     from generator.settings import GenerationSettings
-    from training.checkpoint import read_config
-    from training.data import load_split, prepare_images
+    from cxr.datasets import load_split, prepare_images
+    from generator.checkpoint import read_run_config
 
     out.mkdir(parents=True, exist_ok=True)
     export_llm(checkpoint, out / "llm")
-    data = read_config(checkpoint).data
+    data = read_run_config(checkpoint).data
     data.limit = {"test": studies}
     prepare_images(data, splits=["test"], progress=False)
     batch = [StudyInput(r.study_id, [np.asarray(load_image(p)) for p in r.image_paths[:data.max_views]])

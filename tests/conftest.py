@@ -35,6 +35,22 @@ def _guarded_connect(self: socket.socket, address: object) -> None:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _no_default_store(tmp_path_factory: pytest.TempPathFactory):
+    """Code that falls back to ``StoreConfig.from_env()`` gets a graph of the test session, never
+    the user's outputs/kg (the same goes for subprocesses, which inherit the environment)."""
+    root = tmp_path_factory.mktemp("default_store")
+    saved = {k: os.environ.get(k) for k in ("R2GENKG_STORE", "R2GENKG_STORE_PATH", "R2GENKG_FEATURES_CACHE")}
+    os.environ.update(R2GENKG_STORE="embedded", R2GENKG_STORE_PATH=str(root / "embedded"),
+                      R2GENKG_FEATURES_CACHE=str(root / "features"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _no_network():
     socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
     yield
@@ -80,8 +96,8 @@ def neo4j_settings() -> dict[str, str]:
 def m3kg_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An embedded store holding the bundled M3KG, loaded once per session (open it read-write,
     one GraphStore at a time)."""
+    from graphdb.embedded_store import EmbeddedGraphStore
     from graphdb.m3kg import load_m3kg
-    from graphdb.store import EmbeddedGraphStore
 
     path = tmp_path_factory.mktemp("kg") / "embedded"
     with EmbeddedGraphStore(path) as store:
@@ -90,15 +106,23 @@ def m3kg_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, m3kg_store: Path) -> Path:
+def m3kg_config(tmp_path_factory: pytest.TempPathFactory, m3kg_store: Path):
+    """A StoreConfig for the session's M3KG store, node features cached once per session."""
+    from graphdb.store import StoreConfig
+
+    return StoreConfig(path=m3kg_store, features_cache=tmp_path_factory.mktemp("features"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, m3kg_config) -> Path:
     """A debug-config checkpoint trained for 2 epochs on 16 phantom studies (with its val + test
     phantoms on disk): what the engine, run_batch and API tests serve. About 20 s, once a session."""
     from tests.generator.conftest import debug_experiment
     from training.loop import train
 
     root = tmp_path_factory.mktemp("tiny_ckpt")
-    cfg = debug_experiment(root, m3kg_store, "train.epochs=2", "data.limit={train: 16, val: 4, test: 8}",
+    cfg = debug_experiment(root, "train.epochs=2", "data.limit={train: 16, val: 4, test: 8}",
                            "train.batch_size=8", "train.log_every=1")
-    result = train(cfg, resume=False, progress=False)
+    result = train(cfg, m3kg_config, resume=False, progress=False)
     assert result.best is not None, "the tiny training run wrote no best checkpoint"
     return result.best

@@ -1,7 +1,9 @@
 """One experiment = data + model + training + generation settings, filled from a YAML in configs/.
 
 ``load_experiment("configs/debug.yaml", ["train.lr=1e-4"])``: unknown or mistyped fields fail
-with the dotted path of the field (training/config_io.py).
+with the dotted path of the field (generator/config_io.py). ``ExperimentConfig`` is the
+checkpoint's ``RunConfig`` plus the training settings; where the graph lives is not in it (that is
+the deployment's ``StoreConfig``).
 """
 from __future__ import annotations
 
@@ -10,10 +12,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from generator.config import ModelConfig
-from generator.model import GenerationSettings
-from training.config_io import load_config
-from training.data import DataConfig
+from generator.config import RunConfig
+from generator.config_io import load_config
 
 
 class Precision(str, Enum):
@@ -60,24 +60,14 @@ class TrainConfig:
 
 
 @dataclass
-class ExperimentConfig:
-    name: str = "r2genkg"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+class ExperimentConfig(RunConfig):
     train: TrainConfig = field(default_factory=TrainConfig)
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-
-    def __post_init__(self) -> None:
-        if self.generation.max_new_tokens < self.model.max_report_tokens:
-            raise ValueError(f"ExperimentConfig.generation.max_new_tokens ({self.generation.max_new_tokens}) "
-                             f"must be ≥ model.max_report_tokens ({self.model.max_report_tokens})")
 
 
 # Fields that may change between a checkpoint and a resumed run without breaking exact resume.
 RESUMABLE_CHANGES = ("train.epochs", "train.patience", "train.max_steps", "train.validate", "train.threads",
                      "train.log_every", "train.save_every", "train.keep_checkpoints", "data.workers",
-                     *(f"model.{f}" for f in ("kg.store_path", "kg.store", "kg.uri", "kg.features_cache",
-                                              "kg.features_model", "vision.weights", "llm.path")))
+                     "model.vision.weights", "model.llm.path")
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:

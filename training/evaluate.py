@@ -1,9 +1,13 @@
-"""Score generated reports against references: NLG (BLEU/METEOR/ROUGE-L/CIDEr) + CE (14 and 5).
+"""Score generated reports against references, the one home for it: NLG (BLEU/METEOR/ROUGE-L/
+CIDEr) + CE (14 and 5) + the classifier's AUROC when probabilities come with the reports.
 
-Two entry points:
-* ``score_reports(preds, refs, style)`` → dict: parallel lists of strings, for training code.
+Entry points (validation, ``r2genkg test``, ``r2genkg evaluate``, run_batch --evaluate and the
+pipeline all end in ``compute_scores``):
+* ``compute_scores(preds, refs, style, probabilities=…)`` → ``ReportScores``: parallel lists.
 * ``evaluate(predictions.jsonl, annotation.json, split, style)`` → ``EvalResult``: matches
-  ``{"id", "report"}`` lines to the R2Gen annotation's split by id, scores them, writes JSON.
+  ``{"id", "report"[, "observations"]}`` lines to the R2Gen annotation's split by id.
+* ``evaluate_records(predictions.jsonl, records, style)`` → ``EvalResult``: the same against any
+  reader's records (run_batch's input), scoring the studies that have a reference.
 Conventions live in ``training.metrics.nlg`` (R2Gen cleaning, no PTBTokenizer) and
 ``training.metrics.clinical`` (label 1 positive, everything else negative; 0/0 → 0).
 By default CE labels the cleaned text both sides (R2Gen scores decoded, cleaned text);
@@ -21,9 +25,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+import numpy as np
+
 from cxr.clean import CleanStyle
+from cxr.labeler import label_reports
 from cxr.observations import FIVE_OBSERVATIONS, OBSERVATIONS
-from cxr.records import DataError
+from cxr.records import DataError, StudyRecord
+from training.metrics.auroc import auroc_per_observation
 from training.metrics.clinical import CEResult, ce_metrics
 from training.metrics.nlg import NLGScorer, NLGScores, normalize_report
 
@@ -43,6 +51,12 @@ class ReportScores:
     nlg: NLGScores
     ce_14: CEResult | None
     ce_5: CEResult | None
+    auroc: dict[str, float | None] | None = None   # the classifier's, per observation (None: no probabilities)
+
+    @property
+    def mean_auroc(self) -> float | None:
+        known = [v for v in (self.auroc or {}).values() if v is not None]
+        return float(np.mean(known)) if known else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +64,8 @@ class ReportScores:
             "nlg": self.nlg.to_dict(),
             "ce_14": None if self.ce_14 is None else self.ce_14.to_dict(),
             "ce_5": None if self.ce_5 is None else self.ce_5.to_dict(),
+            "classifier_auroc": self.auroc,
+            "classifier_mean_auroc": self.mean_auroc,
         }
 
     def flat(self) -> dict[str, float]:
@@ -62,6 +78,8 @@ class ReportScores:
                 prf = getattr(ce, avg)
                 for metric in ("precision", "recall", "f1"):
                     out[f"{tag}_{avg}_{metric}"] = getattr(prf, metric)
+        if self.mean_auroc is not None:
+            out["classifier_mean_auroc"] = self.mean_auroc
         return out
 
 
@@ -79,10 +97,16 @@ def compute_scores(
     clinical: bool = True,
     label_text: LabelText | str = LabelText.CLEANED,
     scorer: NLGScorer | None = None,
+    probabilities: np.ndarray | None = None,
+    reference_labels: np.ndarray | None = None,
     progress: bool = False,
 ) -> ReportScores:
-    """Typed form of ``score_reports``; pass a long-lived ``scorer`` to reuse its METEOR JVM
-    (its own style / meteor settings then apply)."""
+    """All metrics of parallel ``preds`` / ``refs`` (raw text; ``style=None``: already cleaned).
+
+    ``probabilities`` (n, 14): the classifier's, scored as AUROC against ``reference_labels``
+    (n, 14) or, without them, the labeler's reading of the raw references. Pass a long-lived
+    ``scorer`` to reuse its METEOR JVM (its own style / meteor settings then apply).
+    """
     if len(preds) != len(refs):
         raise ValueError(
             f"{len(preds)} predictions but {len(refs)} references: lists must be parallel"
@@ -107,40 +131,47 @@ def compute_scores(
         steps.update()
         ce_14 = ce_5 = None
         if clinical:
-            from cxr.labeler import label_reports
-
             steps.set_postfix_str("CheXpert labels")
             texts = (norm_preds, norm_refs) if label_text is LabelText.CLEANED else (preds, refs)
             pred_labels, ref_labels = label_reports(list(texts[0])), label_reports(list(texts[1]))
             ce_14 = ce_metrics(pred_labels, ref_labels, OBSERVATIONS)
             ce_5 = ce_metrics(pred_labels, ref_labels, FIVE_OBSERVATIONS)
             steps.update()
-    return ReportScores(len(preds), nlg, ce_14, ce_5)
+    auroc = None
+    if probabilities is not None:
+        labels = reference_labels if reference_labels is not None else label_reports(list(refs))
+        auroc = auroc_per_observation(np.asarray(probabilities), labels)
+    return ReportScores(len(preds), nlg, ce_14, ce_5, auroc)
 
 
-def score_reports(
-    preds: Sequence[str],
-    refs: Sequence[str],
-    style: CleanStyle | str | None = CleanStyle.IU_XRAY,
-    **options: Any,
-) -> dict[str, Any]:
-    """All metrics of parallel ``preds`` / ``refs`` (raw text; ``style=None``: already cleaned).
-
-    ``{"n_reports", "nlg": {"BLEU_1", …, "CIDEr"}, "ce_14": {...}, "ce_5": {...}}``;
-    ``options`` are ``compute_scores``'s (``meteor``, ``clinical``, ``label_text``, ``scorer``).
-    """
-    return compute_scores(preds, refs, style, **options).to_dict()
+# --- predictions file ↔ references -------------------------------------------------------------
+@dataclass(frozen=True)
+class Prediction:
+    report: str
+    probabilities: tuple[float, ...] | None   # the classifier's 14, OBSERVATIONS order (if given)
 
 
-# --- predictions file ↔ annotation -------------------------------------------------------------
-def read_predictions(path: Path) -> dict[str, str]:
-    """``{"id": str, "report": str}`` per line (blank lines ok) → ``{id: report}``, file order."""
+def _probabilities(item: dict[str, Any], where: str) -> tuple[float, ...] | None:
+    value = item.get("observations")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or any(o.value not in value for o in OBSERVATIONS):
+        raise DataError(f"{where}: 'observations' must map each of the 14 observations to a probability")
+    try:
+        return tuple(float(value[o.value]) for o in OBSERVATIONS)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where}: 'observations' holds a non-number ({exc})") from exc
+
+
+def read_predictions(path: Path) -> dict[str, Prediction]:
+    """``{"id": str, "report": str[, "observations": {name: p}]}`` per line (blank lines ok),
+    in file order: the rows run_batch and ``r2genkg test`` write."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read predictions ({exc})") from exc
-    reports: dict[str, str] = {}
+    out: dict[str, Prediction] = {}
     first_line: dict[str, int] = {}
     duplicates: list[str] = []
     for number, line in enumerate(lines, start=1):
@@ -152,83 +183,23 @@ def read_predictions(path: Path) -> dict[str, str]:
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
         if not isinstance(item, dict):
-            raise DataError(
-                f"{where}: expected an object with 'id' and 'report', got {type(item).__name__}"
-            )
+            raise DataError(f"{where}: expected an object with 'id' and 'report', got {type(item).__name__}")
         for key in ("id", "report"):
             if key not in item:
                 raise DataError(f"{where}: missing field {key!r}")
             if not isinstance(item[key], str):
-                raise DataError(
-                    f"{where}: field {key!r} must be a string, got {type(item[key]).__name__}"
-                )
+                raise DataError(f"{where}: field {key!r} must be a string, got {type(item[key]).__name__}")
         study_id = item["id"]
-        if study_id in reports:
+        if study_id in out:
             duplicates.append(f"{study_id} (lines {first_line[study_id]} and {number})")
             continue
-        reports[study_id] = item["report"]
+        out[study_id] = Prediction(item["report"], _probabilities(item, where))
         first_line[study_id] = number
     if duplicates:
         raise DataError(f"{path}: {len(duplicates)} duplicate id(s): {_list_some(duplicates)}")
-    if not reports:
+    if not out:
         raise DataError(f"{path}: no predictions (empty file)")
-    return reports
-
-
-@dataclass(frozen=True)
-class MatchedReports:
-    ids: list[str]
-    preds: list[str]
-    refs: list[str]
-    missing: list[str]  # ids of the split without a prediction (only with allow_missing)
-    n_references: int
-
-
-def match_predictions(
-    predictions: dict[str, str],
-    predictions_path: Path,
-    annotation: Path,
-    split: str,
-    allow_missing: bool = False,
-) -> MatchedReports:
-    """Pair predictions with the ``split``'s references by id, in annotation order."""
-    from cxr.readers.common import SPLIT_ALIASES, normalise_split
-    from cxr.readers.r2gen import read_r2gen
-
-    canonical = normalise_split(split)
-    if canonical is None:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_ALIASES)}")
-    split = canonical
-    records = read_r2gen(Path(annotation))
-    in_split = {r.study_id: r.report for r in records if r.split == split}
-    if not in_split:
-        present = sorted({r.split for r in records})
-        raise DataError(f"{annotation}: split {split!r} is empty or absent; the file has {present}")
-    unknown = [i for i in predictions if i not in in_split]
-    if unknown:
-        elsewhere = {r.study_id: r.split for r in records}
-        other = [i for i in unknown if i in elsewhere]
-        hint = (
-            f"; {len(other)} of them belong to other splits"
-            f" (e.g. {other[0]!r} is in {elsewhere[other[0]]!r})"
-            if other
-            else ""
-        )
-        raise DataError(
-            f"{predictions_path}: {len(unknown)} id(s) not in split {split!r} of {annotation}: "
-            f"{_list_some(unknown)}{hint}"
-        )
-    missing = [i for i in in_split if i not in predictions]
-    if missing and not allow_missing:
-        raise DataError(
-            f"{predictions_path}: no prediction for {len(missing)} of the {len(in_split)} "
-            f"{split!r} studies: "
-            f"{_list_some(missing)} (allow_missing / --allow-missing scores the rest)"
-        )
-    ids = [i for i in in_split if i in predictions]
-    return MatchedReports(
-        ids, [predictions[i] for i in ids], [in_split[i] for i in ids], missing, len(in_split)
-    )
+    return out
 
 
 @dataclass(frozen=True)
@@ -237,6 +208,10 @@ class EvalResult:
     settings: dict[str, Any]
     counts: dict[str, int]
     missing_ids: list[str] = field(default_factory=list)
+
+    @property
+    def mean_auroc(self) -> float | None:
+        return self.scores.mean_auroc
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -252,6 +227,25 @@ class EvalResult:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
+def _score(predictions_path: Path, preds: dict[str, Prediction], refs: dict[str, str], missing: list[str],
+           style: CleanStyle | str | None, settings: dict[str, Any], counts: dict[str, int],
+           **options: Any) -> EvalResult:
+    """Score the predictions whose id has a reference (``refs`` order); AUROC when all carry probabilities."""
+    ids = [i for i in refs if i in preds]
+    if not ids:
+        raise DataError(f"{predictions_path}: no prediction has a reference report to score against")
+    probs = [preds[i].probabilities for i in ids]
+    scores = compute_scores([preds[i].report for i in ids], [refs[i] for i in ids], style,
+                            probabilities=np.array(probs) if all(p is not None for p in probs) else None,
+                            **options)
+    settings = {"predictions": str(predictions_path), "style": None if style is None else CleanStyle(style).value,
+                "meteor": options.get("meteor", True), "clinical": options.get("clinical", True),
+                "label_text": LabelText(options.get("label_text", LabelText.CLEANED)).value,
+                "ce_positive": "label 1 only (0, -1, blank negative); 0/0 -> 0",
+                "tokenization": "R2Gen clean_report, whitespace-joined; no PTBTokenizer", **settings}
+    return EvalResult(scores, settings, {**counts, "scored": len(ids), "missing": len(missing)}, missing)
+
+
 def evaluate(
     predictions: Path,
     references: Path,
@@ -259,43 +253,59 @@ def evaluate(
     style: CleanStyle | str | None = CleanStyle.IU_XRAY,
     *,
     output: Path | None = None,
-    meteor: bool = True,
-    clinical: bool = True,
-    label_text: LabelText | str = LabelText.CLEANED,
     allow_missing: bool = False,
-    progress: bool = False,
+    **options: Any,
 ) -> EvalResult:
-    """Score a predictions JSONL against one split of an R2Gen annotation; JSON to ``output``."""
+    """Score a predictions JSONL against one split of an R2Gen annotation; JSON to ``output``.
+
+    Every prediction must belong to the split; every study of the split needs one unless
+    ``allow_missing``. ``options`` are ``compute_scores``'s (``meteor``, ``clinical``, ``label_text``).
+    """
+    from cxr.readers.common import SPLIT_ALIASES, normalise_split
+    from cxr.readers.r2gen import read_r2gen
+
     predictions, references = Path(predictions), Path(references)
-    preds_by_id = read_predictions(predictions)
-    matched = match_predictions(preds_by_id, predictions, references, split, allow_missing)
-    scores = compute_scores(
-        matched.preds,
-        matched.refs,
-        style,
-        meteor=meteor,
-        clinical=clinical,
-        label_text=label_text,
-        progress=progress,
-    )
-    settings = {
-        "predictions": str(predictions),
-        "references": str(references),
-        "split": split,
-        "style": None if style is None else CleanStyle(style).value,
-        "meteor": meteor,
-        "clinical": clinical,
-        "label_text": LabelText(label_text).value,
-        "ce_positive": "label 1 only (0, -1, blank negative); 0/0 -> 0",
-        "tokenization": "R2Gen clean_report, whitespace-joined; no PTBTokenizer",
-    }
-    counts = {
-        "predictions": len(preds_by_id),
-        "references_in_split": matched.n_references,
-        "scored": len(matched.ids),
-        "missing": len(matched.missing),
-    }
-    result = EvalResult(scores, settings, counts, matched.missing)
+    preds = read_predictions(predictions)
+    canonical = normalise_split(split)
+    if canonical is None:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_ALIASES)}")
+    records = read_r2gen(references)
+    in_split = {r.study_id: r.report for r in records if r.split == canonical}
+    if not in_split:
+        present = sorted({r.split for r in records})
+        raise DataError(f"{references}: split {canonical!r} is empty or absent; the file has {present}")
+    unknown = [i for i in preds if i not in in_split]
+    if unknown:
+        elsewhere = {r.study_id: r.split for r in records}
+        other = [i for i in unknown if i in elsewhere]
+        hint = (f"; {len(other)} of them belong to other splits (e.g. {other[0]!r} is in {elsewhere[other[0]]!r})"
+                if other else "")
+        raise DataError(f"{predictions}: {len(unknown)} id(s) not in split {canonical!r} of {references}: "
+                        f"{_list_some(unknown)}{hint}")
+    missing = [i for i in in_split if i not in preds]
+    if missing and not allow_missing:
+        raise DataError(f"{predictions}: no prediction for {len(missing)} of the {len(in_split)} {canonical!r} "
+                        f"studies: {_list_some(missing)} (allow_missing / --allow-missing scores the rest)")
+    result = _score(predictions, preds, in_split, missing, style,
+                    {"references": str(references), "split": canonical},
+                    {"predictions": len(preds), "references_in_split": len(in_split)}, **options)
     if output is not None:
         result.write_json(output)
     return result
+
+
+def evaluate_records(predictions: Path, records: Sequence[StudyRecord],
+                     style: CleanStyle | str | None = CleanStyle.IU_XRAY, source: str = "the input's reports",
+                     **options: Any) -> EvalResult | None:
+    """Score a predictions JSONL against the records' own reports (None when no record has one).
+
+    Records without a prediction (failed studies) are counted as missing, not an error.
+    """
+    predictions = Path(predictions)
+    refs = {r.study_id: r.report for r in records if r.report.strip()}
+    if not refs:
+        return None
+    preds = read_predictions(predictions)
+    missing = [i for i in refs if i not in preds]
+    return _score(predictions, preds, refs, missing, style, {"references": source},
+                  {"predictions": len(preds), "references": len(refs)}, **options)

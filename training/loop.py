@@ -3,56 +3,63 @@
 Per epoch: micro-batches → loss (LM + classifier) → optimizer step every ``grad_accum`` → the
 disease-token bank is mined from the same forward passes (attention maps of the disease
 queries) and swapped in at the epoch's end → validation with the one ``generate()`` → early
-stopping on 0.5·BLEU-4 + 0.5·CIDEr. Checkpoints hold everything for an exact resume.
+stopping on 0.5·BLEU-4 + 0.5·CIDEr.
+
+Exact resume rests on accelerate: ``save_state`` / ``load_state`` keep the optimizer, scheduler,
+RNG states and the registered loop state (counters, the half-mined bank, skip counts);
+``ProjectConfiguration(total_limit=…)`` rotates step checkpoints; ``skip_first_batches`` resumes
+mid-epoch; ``log`` feeds the CSV logs (and TensorBoard when it is installed). A step checkpoint
+is also a complete model checkpoint (generator.checkpoint's files, written by a save hook).
 """
 from __future__ import annotations
 
-import csv
+import json
 import logging
 import math
-import pickle
-import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import ProjectConfiguration, broadcast_object_list
 from rich.console import Console
-from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from cxr.clean import CleanStyle
-from generator.config import KGMode
-from generator.llm import load_tokenizer
-from generator.model import R2GenKG
-from retrieval.index import IndexConfig
-from retrieval.tokens import BankConfig, DiseaseTokenBank
-from training.checkpoint import (
-    STATE_FILE,
+from cxr.datasets import load_split, prepare_images
+from generator.checkpoint import (
     CheckpointError,
     ModelBundle,
     build_model,
-    check_compatible,
     load_weights,
-    read_config,
+    read_config_data,
+    read_run_config,
     read_tokenizer,
-    save_checkpoint,
+    save_model,
+    write_model_files,
 )
+from generator.config import KGMode
+from generator.config_io import diff, from_dict, to_dict
+from generator.llm import load_tokenizer
+from generator.model import R2GenKG
+from graphdb.store import StoreConfig
+from retrieval.index import IndexConfig
+from retrieval.tokens import BankConfig, DiseaseTokenBank
 from training.config import RESUMABLE_CHANGES, ExperimentConfig, Precision
-from training.data import StudyCollator, StudyDataset, load_split, make_loader, prepare_images
+from training.data import StudyCollator, StudyDataset, make_loader
 from training.evaluate import compute_scores
-from training.metrics.auroc import auroc_per_observation
+from training.logs import csv_trackers
 from training.predict import predict
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS, BEST = "checkpoints", "best"
-TRAIN_LOG, VAL_LOG = "train_log.csv", "val_log.csv"
+STEP_PREFIX = "checkpoint_"        # accelerate's automatic naming: checkpoints/checkpoint_<step>
+COMPLETE = "trainer_state.json"    # written last: marks a step checkpoint as whole
 
 
 class TrainingDiverged(RuntimeError):
@@ -70,6 +77,27 @@ class TrainState:
     samples: int = 0               # training studies seen
     seconds: float = 0.0           # training wall time (excludes validation)
     stopped: str = ""              # why training ended: epochs | early_stop | max_steps
+
+    # accelerate's register_for_checkpointing protocol
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for f in fields(self):
+            setattr(self, f.name, state[f.name])
+
+
+class Slot:
+    """A registered checkpoint object holding one picklable value (the half-mined bank)."""
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value = state["value"]
 
 
 @dataclass
@@ -91,109 +119,75 @@ def selection_score(metrics: dict[str, float]) -> float:
     return 0.5 * metrics["BLEU_4"] + 0.5 * metrics["CIDEr"]
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int, min_ratio: float) -> LambdaLR:
-    """Linear warm-up, then cosine from lr to min_ratio·lr at ``total`` steps."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return LambdaLR(optimizer, factor)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def step_checkpoints(output_dir: Path) -> list[Path]:
+    """Whole step checkpoints, oldest first."""
+    root = output_dir / CHECKPOINTS
+    found = [p for p in root.glob(f"{STEP_PREFIX}*") if p.is_dir() and (p / COMPLETE).is_file()] \
+        if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.removeprefix(STEP_PREFIX)))
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    root = output_dir / CHECKPOINTS
-    done = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith((".tmp", ".old"))
-                  and (p / STATE_FILE).is_file()) if root.is_dir() else []
+    done = step_checkpoints(output_dir)
     return done[-1] if done else None
 
 
-def _tensorboard(directory: Path) -> Any:
-    """A TensorBoard writer when the ``tensorboard`` package is installed (it is optional)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(directory))
+def _drop_incomplete(output_dir: Path) -> None:
+    """A save killed halfway leaves a step folder without its COMPLETE mark: remove it, or the
+    same step's next save would find its name taken."""
+    root = output_dir / CHECKPOINTS
+    for path in root.glob(f"{STEP_PREFIX}*") if root.is_dir() else []:
+        if not (path / COMPLETE).is_file():
+            log.warning("removing the incomplete checkpoint %s (a save was interrupted)", path)
+            shutil.rmtree(path, ignore_errors=True)
 
 
-class CsvLog:
-    """Append-only CSV (mirrored to TensorBoard when installed); on resume, rows past the
-    checkpoint's step are dropped (they will be redone)."""
-
-    def __init__(self, path: Path, keep_through_step: int | None) -> None:
-        self.path = path
-        self.fields: list[str] | None = None
-        self.board = _tensorboard(path.parent / "tensorboard")
-        if path.exists() and keep_through_step is not None:
-            with path.open(newline="", encoding="utf-8") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_through_step]
-            if rows:
-                self.fields = list(rows[0])
-            with path.open("w", newline="", encoding="utf-8") as f:
-                if self.fields:
-                    w = csv.DictWriter(f, self.fields)
-                    w.writeheader()
-                    w.writerows(rows)
-        elif path.exists():
-            path.unlink()
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self.board is not None:
-            for key, value in row.items():
-                if key not in ("step", "epoch") and isinstance(value, int | float):
-                    self.board.add_scalar(f"{self.path.stem}/{key}", value, int(row["step"]))
-        new = self.fields is None
-        if new:
-            self.fields = list(row)
-        with self.path.open("a", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, self.fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+def check_resumable(saved: dict[str, Any], requested: ExperimentConfig, source: Path) -> None:
+    """Raise naming every field that differs, except those a resume may change."""
+    diffs = [d for d in diff(saved, to_dict(requested)) if not d.startswith(RESUMABLE_CHANGES)]
+    if diffs:
+        raise CheckpointError(f"{source}: the checkpoint's config differs from the requested one: "
+                              + "; ".join(diffs[:8]))
 
 
 class Trainer:
-    def __init__(self, config: ExperimentConfig, resume: bool = True, progress: bool = True,
+    def __init__(self, config: ExperimentConfig, store: StoreConfig, resume: bool = True, progress: bool = True,
                  console: Console | None = None) -> None:
-        self.config, self.progress = config, progress
+        self.config, self.store, self.progress = config, store, progress
         self.console = console or Console()
         tc = config.train
         if tc.threads:
             torch.set_num_threads(tc.threads)
-        cuda = torch.cuda.is_available()
-        bf16 = tc.precision == Precision.BF16 or (tc.precision == Precision.AUTO and cuda and torch.cuda.is_bf16_supported())
-        self.accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no")
         self.out = Path(tc.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        cuda = torch.cuda.is_available()
+        bf16 = tc.precision == Precision.BF16 or (tc.precision == Precision.AUTO and cuda and torch.cuda.is_bf16_supported())
+        project = ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "tensorboard"),
+                                       automatic_checkpoint_naming=True, total_limit=tc.keep_checkpoints)
+        if resume:
+            _drop_incomplete(self.out)
         self.resume_from = latest_checkpoint(self.out) if resume else None
         if self.resume_from is not None:
-            check_compatible(read_config(self.resume_from), config, RESUMABLE_CHANGES, self.resume_from)
-        elif not resume and (self.out / CHECKPOINTS).exists():
+            check_resumable(self._saved_experiment(self.resume_from), config, self.resume_from)
+        elif (self.out / CHECKPOINTS).exists():
             shutil.rmtree(self.out / CHECKPOINTS)
-        seed_everything(tc.seed)
+        self.accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no",
+                                       project_config=project,
+                                       log_with=csv_trackers(self.out, keep_through_step=self._resume_step()))
+        self.accelerator.init_trackers(config.name)
+        torch.manual_seed(tc.seed)
+        np.random.seed(tc.seed)
         self.collator = StudyCollator()
+
+    def _saved_experiment(self, checkpoint: Path) -> dict[str, Any]:
+        data = read_config_data(checkpoint)
+        if "train" not in data:
+            raise CheckpointError(f"{checkpoint}: not a training checkpoint (no train settings); "
+                                  "start afresh with --no-resume")
+        return to_dict(from_dict(ExperimentConfig, data))
+
+    def _resume_step(self) -> int | None:
+        return int(self.resume_from.name.removeprefix(STEP_PREFIX)) if self.resume_from is not None else None
 
     # ---- setup ----
     def _datasets(self) -> tuple[StudyDataset, StudyDataset | None]:
@@ -210,13 +204,13 @@ class Trainer:
 
     def _bundle(self, train: StudyDataset) -> ModelBundle:
         if self.resume_from is not None:
-            tokenizer = read_tokenizer(self.resume_from, read_config(self.resume_from))
+            tokenizer = read_tokenizer(self.resume_from, read_run_config(self.resume_from))
         else:
             tokenizer = load_tokenizer(self.config.model.llm, train.reports)
-        bundle = build_model(self.config, tokenizer)
+        bundle = build_model(self.config, tokenizer, self.store)
         if self.config.model.kg.mode == KGMode.PER_STUDY and bundle.model.provider is not None:
             # every label seed set of the training data, in one batched query up front
-            bundle.model.provider.warm(train.label_seed_sets())
+            bundle.model.provider.warm(train.label_seed_sets(self.config.model.qformer.uncertain_policy))
         return bundle
 
     # ---- the loop ----
@@ -227,31 +221,54 @@ class Trainer:
             return self._run(bundle, train_ds, val_ds)
         finally:
             bundle.close()
+            self.accelerator.end_training()
+
+    def _register(self, bundle: ModelBundle, state: TrainState, miner: Slot) -> None:
+        """The model travels in generator.checkpoint's format (hooks); the rest is accelerate's."""
+        acc, model = self.accelerator, bundle.model
+
+        def save_model_files(models: list[Any], weights: list[Any], output_dir: str) -> None:
+            weights.clear()   # accelerate must not write its own copy of the model
+            if acc.is_main_process:
+                write_model_files(Path(output_dir), model, self.config, bundle.fingerprint)
+
+        def load_model_files(models: list[Any], input_dir: str) -> None:
+            models.clear()
+            load_weights(model, Path(input_dir))
+
+        acc.register_save_state_pre_hook(save_model_files)
+        acc.register_load_state_pre_hook(load_model_files)
+        acc.register_for_checkpointing(state, miner, self.collator)
 
     def _run(self, bundle: ModelBundle, train_ds: StudyDataset, val_ds: StudyDataset | None) -> TrainResult:
         cfg, tc, acc = self.config, self.config.train, self.accelerator
         model: R2GenKG = bundle.model
-        saved_config = cfg
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
         batches_per_epoch = math.ceil(len(train_ds) / tc.batch_size)
         total_steps = tc.epochs * math.ceil(batches_per_epoch / tc.grad_accum)
-        scheduler = cosine_schedule(optimizer, tc.warmup_steps, total_steps, tc.min_lr / tc.lr)
-        state, miner = TrainState(), None
+        scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, tc.warmup_steps, total_steps,
+                                                                min_lr=tc.min_lr)
+        state, miner = TrainState(), Slot()
+        wrapped, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+        self._register(bundle, state, miner)
         if self.resume_from is not None:
-            state, miner = self._restore(model, optimizer, scheduler)
+            try:
+                acc.load_state(str(self.resume_from))
+            except (KeyError, ValueError, RuntimeError) as err:
+                raise CheckpointError(f"{self.resume_from}: the training state does not fit this run: {err}") from err
+            state.stopped = ""   # a max_steps stop is not a reason to stay stopped
             self.console.print(f"resumed from {self.resume_from} (epoch {state.epoch}, step {state.step})")
-        keep = state.step if self.resume_from is not None else None
-        train_log, val_log = CsvLog(self.out / TRAIN_LOG, keep), CsvLog(self.out / VAL_LOG, keep)
-        wrapped, optimizer = acc.prepare(model, optimizer)
         history: list[dict[str, float]] = []
 
         while state.epoch < tc.epochs and not state.stopped:
             teacher = state.epoch < cfg.model.kg.teacher_forcing_epochs
-            if miner is None:
-                miner = self._new_miner(model)
+            if miner.value is None:
+                miner.value = self._new_miner(model)
             loader = make_loader(train_ds, tc.batch_size, shuffle=True, seed=tc.seed, epoch=state.epoch,
-                                 collator=self.collator, workers=cfg.data.workers, skip_batches=state.batch_in_epoch)
+                                 collator=self.collator, workers=cfg.data.workers)
+            if state.batch_in_epoch:
+                loader = acc.skip_first_batches(loader, state.batch_in_epoch)
             bar = tqdm(total=batches_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{tc.epochs}",
                        unit="batch", disable=not self.progress or not acc.is_main_process)
             t0, window = time.perf_counter(), []
@@ -268,9 +285,10 @@ class Trainer:
                         f"(lm {out.lm_loss.item():.4g}, classifier {out.classifier_loss.item():.4g}); "
                         f"stopped. Last good checkpoint: {last or 'none'}. Lower train.lr or check the data.")
                 acc.backward(out.loss / tc.grad_accum)
-                if miner is not None:
-                    miner.add_batch(out.encoded.visual.float().cpu(), out.encoded.disease.attention.detach().float().cpu(),
-                                    batch.labels.cpu(), batch.study_ids)
+                if miner.value is not None:
+                    miner.value.add_batch(out.encoded.visual.float().cpu(),
+                                          out.encoded.disease.attention.detach().float().cpu(),
+                                          batch.labels.cpu(), batch.study_ids)
                 state.batch_in_epoch += 1
                 state.samples += len(batch)
                 window.append(out.loss.item())
@@ -284,17 +302,17 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 bar.set_postfix(loss=f"{np.mean(window):.3f}")
-                if state.step % tc.log_every == 0 and acc.is_main_process:
-                    train_log.write({"step": state.step, "epoch": state.epoch + 1, "lr": scheduler.get_last_lr()[0],
-                                     "loss": float(np.mean(window)), "lm_loss": out.lm_loss.item(),
-                                     "classifier_loss": out.classifier_loss.item()})
+                if state.step % tc.log_every == 0:
+                    acc.log({"train/epoch": state.epoch + 1, "train/lr": scheduler.get_last_lr()[0],
+                             "train/loss": float(np.mean(window)), "train/lm_loss": out.lm_loss.item(),
+                             "train/classifier_loss": out.classifier_loss.item()}, step=state.step)
                     window = []
                 if tc.max_steps is not None and state.step >= tc.max_steps:
                     state.stopped = "max_steps"
                 if tc.save_every and state.step % tc.save_every == 0 or state.stopped:
                     state.seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    self._save(model, saved_config, optimizer, scheduler, state, miner)
+                    self._save_step(state)
                 if state.stopped:
                     break
             bar.close()
@@ -302,20 +320,18 @@ class Trainer:
             if state.stopped:
                 break
             # epoch end: the bank mined during this epoch serves the next one (and inference)
-            if miner is not None:
-                model.bank = miner.build()
-                miner = None
+            if miner.value is not None:
+                model.bank = miner.value.build()
+                miner.value = None
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             if val_ds is not None:
                 metrics = self._validate(model, val_ds, state)
                 history.append(metrics)
-                if acc.is_main_process:
-                    val_log.write(metrics)
-                improved = metrics["score"] > state.best_score
-                if improved:
+                acc.log({f"val/{k}": v for k, v in metrics.items() if k != "step"}, step=state.step)
+                if metrics["score"] > state.best_score:
                     state.best_score, state.best_epoch, state.bad_epochs = metrics["score"], state.epoch, 0
                     if acc.is_main_process:
-                        save_checkpoint(self.out / BEST, model, saved_config)
+                        save_model(self.out / BEST, model, cfg, bundle.fingerprint)
                 else:
                     state.bad_epochs += 1
                 if tc.patience and state.bad_epochs >= tc.patience:
@@ -324,12 +340,23 @@ class Trainer:
                 broadcast_object_list(flag)
                 state.stopped = flag[0]
             elif acc.is_main_process:
-                save_checkpoint(self.out / BEST, model, saved_config)  # no validation: the last epoch
-            self._save(model, saved_config, optimizer, scheduler, state, None)
+                save_model(self.out / BEST, model, cfg, bundle.fingerprint)  # no validation: the last epoch
+            self._save_step(state)
         state.stopped = state.stopped or "epochs"
         best = self.out / BEST if (self.out / BEST).is_dir() else None
         return TrainResult(state, self.out, best, history, self.collator.skipped_studies,
                            self.collator.skipped_views)
+
+    def _save_step(self, state: TrainState) -> None:
+        """checkpoints/checkpoint_<step>: the model files, accelerate's state, then the COMPLETE mark."""
+        acc = self.accelerator
+        acc.project_configuration.iteration = state.step   # accelerate names the folder by it
+        target = self.out / CHECKPOINTS / f"{STEP_PREFIX}{state.step}"
+        if target.exists():   # a mid-epoch save at the step an epoch ends: the epoch-end state replaces it
+            shutil.rmtree(target)
+        acc.save_state()
+        if acc.is_main_process:
+            (target / COMPLETE).write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
 
     def _new_miner(self, model: R2GenKG) -> DiseaseTokenBank | None:
         dt = self.config.model.disease_tokens
@@ -343,52 +370,22 @@ class Trainer:
         results = list(predict(model, val_ds, cfg.generation, cfg.train.batch_size, self.accelerator.device,
                                progress=self.progress, desc="validate"))
         refs = {r.study_id: r.report for r in val_ds.records}
-        scores = compute_scores([r.report for r in results], [refs[r.study_id] for r in results],
-                                CleanStyle(cfg.data.clean_style), meteor=False, clinical=True)
-        flat = scores.flat()
         labels = dict(zip((r.study_id for r in val_ds.records), val_ds.labels.numpy()))
-        aurocs = auroc_per_observation(np.array([list(r.probabilities.values()) for r in results]),
-                                       np.stack([labels[r.study_id] for r in results]))
-        known = [v for v in aurocs.values() if v is not None]
+        scores = compute_scores([r.report for r in results], [refs[r.study_id] for r in results],
+                                cfg.data.clean_style, meteor=False, clinical=True,
+                                probabilities=np.array([list(r.probabilities.values()) for r in results]),
+                                reference_labels=np.stack([labels[r.study_id] for r in results]))
+        flat = scores.flat()
         metrics = {"step": state.step, "epoch": state.epoch, "score": selection_score(flat),
                    **{k: flat[k] for k in ("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr", "CE14_micro_f1",
                                            "CE14_macro_f1", "CE5_micro_f1") if k in flat},
-                   "classifier_mean_auroc": float(np.mean(known)) if known else float("nan")}
+                   "classifier_mean_auroc": scores.mean_auroc if scores.mean_auroc is not None else float("nan")}
         self.console.print("validation " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                                      for k, v in metrics.items()), highlight=False)
         return metrics
 
-    def _save(self, model: R2GenKG, config: ExperimentConfig, optimizer: Any, scheduler: LambdaLR,
-              state: TrainState, miner: DiseaseTokenBank | None) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        trainer_state = {"state": asdict(state), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                         "miner": pickle.dumps(miner) if miner is not None else None,
-                         "collator": (self.collator.skipped_studies, self.collator.skipped_views)}
-        save_checkpoint(self.out / CHECKPOINTS / f"step-{state.step:07d}", model, config, trainer_state)
-        old = sorted(p for p in (self.out / CHECKPOINTS).glob("step-*") if p.is_dir() and p.suffix == "")
-        for path in old[:-self.config.train.keep_checkpoints]:
-            shutil.rmtree(path, ignore_errors=True)
 
-    def _restore(self, model: R2GenKG, optimizer: Any, scheduler: LambdaLR) -> tuple[TrainState, DiseaseTokenBank | None]:
-        src = self.resume_from
-        assert src is not None
-        load_weights(model, src)
-        blob = torch.load(src / STATE_FILE, map_location="cpu", weights_only=False)
-        try:
-            optimizer.load_state_dict(blob["optimizer"])
-            scheduler.load_state_dict(blob["scheduler"])
-        except (ValueError, KeyError) as err:
-            raise CheckpointError(f"{src}: optimizer state does not fit this model: {err}") from err
-        _set_rng_state(blob["rng"])
-        self.collator.skipped_studies, self.collator.skipped_views = blob.get("collator", (0, 0))
-        miner = pickle.loads(blob["miner"]) if blob.get("miner") else None
-        state = TrainState(**blob["state"])
-        state.stopped = ""   # a max_steps stop is not a reason to stay stopped
-        return state, miner
-
-
-def train(config: ExperimentConfig, resume: bool = True, progress: bool = True,
+def train(config: ExperimentConfig, store: StoreConfig | None = None, resume: bool = True, progress: bool = True,
           console: Console | None = None) -> TrainResult:
-    return Trainer(config, resume, progress, console).run()
+    """Train ``config``; the graph comes from ``store`` (default: ``StoreConfig.from_env()``)."""
+    return Trainer(config, store or StoreConfig.from_env(), resume, progress, console).run()

@@ -63,12 +63,24 @@ def per_class_table(result: EvalResult) -> Table:
     return table
 
 
+def auroc_table(aurocs: dict[str, float | None], mean: float | None) -> Table:
+    table = Table(title=f"Classifier AUROC (14 disease queries), mean {'n/a' if mean is None else f'{mean:.3f}'}")
+    table.add_column("observation")
+    table.add_column("AUROC", justify="right")
+    for name, value in aurocs.items():
+        table.add_row(name, "n/a (one class)" if value is None else f"{value:.3f}")
+    return table
+
+
 def print_result(console: Console, result: EvalResult) -> None:
-    """The NLG table, then (when CE was computed) the CE summary and per-class tables."""
+    """The NLG table, then (when CE was computed) the CE summary and per-class tables, then the
+    classifier's AUROC (when the predictions carried probabilities)."""
     console.print(nlg_table(result))
     if result.scores.ce_14 is not None:
         console.print(ce_summary_table(result))
         console.print(per_class_table(result))
+    if result.scores.auroc is not None:
+        console.print(auroc_table(result.scores.auroc, result.mean_auroc))
 
 
 def register(app: typer.Typer) -> None:

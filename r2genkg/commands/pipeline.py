@@ -11,28 +11,32 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from graphdb.store import StoreConfig
+from r2genkg.options import fail, store_options
+
 
 def register(app: typer.Typer) -> None:
     @app.command("pipeline")
+    @store_options
     def pipeline_command(
+        store: StoreConfig,
         config: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Experiment YAML.")] = Path("configs/debug.yaml"),
         overrides: Annotated[list[str] | None, typer.Argument(help="Dot-list overrides, e.g. train.epochs=5")] = None,
         batch_size: Annotated[int, typer.Option(min=1, help="run_batch studies per engine call.")] = 32,
         meteor: Annotated[bool, typer.Option(help="--no-meteor skips METEOR (Java).")] = True,
     ) -> None:
         """Phantoms → M3KG → train → run_batch on the test split → evaluate → table."""
-        from cxr.clean import CleanStyle
+        from cxr.datasets import prepare_images
         from cxr.records import DataError
-        from generator.batch import evaluate_output, read_studies, run_batch
+        from generator.batch import read_studies, run_batch
+        from generator.checkpoint import CheckpointError
+        from generator.config_io import ConfigError
         from generator.engine import Engine, EngineConfig
         from graphdb.provider import open_knowledge
-        from graphdb.store import StoreConfig
+        from graphdb.store import GraphStoreError
         from r2genkg.commands.evaluate import print_result
-        from r2genkg.commands.train import _fail, auroc_table
-        from training.checkpoint import CheckpointError
         from training.config import load_experiment
-        from training.config_io import ConfigError
-        from training.data import prepare_images
+        from training.evaluate import evaluate_records
         from training.loop import TrainingDiverged, train
 
         console = Console()
@@ -43,32 +47,32 @@ def register(app: typer.Typer) -> None:
             kg = cfg.model.kg
             if kg.mode.value != "none":
                 console.rule("2/6 M3KG → graph store, node features")
-                store, provider, features = open_knowledge(StoreConfig(kind=kg.store, path=Path(kg.store_path), uri=kg.uri),
-                                                           kg.spec, kg.features_cache, kg.features_model)
-                console.print(f"{len(provider.table)} nodes, features {features.shape}", highlight=False)
-                store.close()
+                knowledge = open_knowledge(store, kg.spec)
+                console.print(f"{len(knowledge.provider.table)} nodes, features {knowledge.features.shape}",
+                              highlight=False)
+                knowledge.close()
             console.rule("3/6 train")
-            result = train(cfg, resume=True, console=console)
+            result = train(cfg, store, resume=True, console=console)
             if result.best is None:
                 raise CheckpointError(f"{result.output_dir}: training wrote no best checkpoint (train.validate off?)")
             console.rule("4/6 run_batch on the test split")
             records, failed = read_studies(result.best, None, "test", None)
             output = Path(cfg.train.output_dir) / "test_reports.jsonl"
-            with Engine.from_checkpoint(result.best, EngineConfig(micro_batch=batch_size)) as engine:
+            with Engine.from_checkpoint(result.best, EngineConfig(micro_batch=batch_size), store) as engine:
                 summary = run_batch(engine, records, output, batch_size, read_failures=failed)
             console.print(f"{summary.written} reports written ({summary.reports_per_second:.1f} reports/s), "
                           f"{summary.skipped_done} already there, {len(summary.failures)} failed → {output}",
                           highlight=False)
             console.rule("5/6 evaluate")
-            scored = evaluate_output(output, records, CleanStyle(cfg.data.clean_style), meteor=meteor)
-        except (ConfigError, CheckpointError, DataError, TrainingDiverged, FileNotFoundError, ValueError) as exc:
-            raise _fail(console, exc) from exc
+            scored = evaluate_records(output, records, cfg.data.clean_style, meteor=meteor)
+        except (ConfigError, CheckpointError, DataError, GraphStoreError, TrainingDiverged, FileNotFoundError,
+                ValueError) as exc:
+            raise fail(console, exc) from exc
         console.rule("6/6 results")
         if scored is None:
             console.print("no reference reports to score against")
         else:
-            print_result(console, scored.result)
-            console.print(auroc_table(scored.auroc))
+            print_result(console, scored)
         console.print(f"best checkpoint: {result.best}\nserve it:  .venv/bin/r2genkg serve {result.best} --no-auth",
                       highlight=False)
         if summary.failures:

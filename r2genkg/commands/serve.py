@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from graphdb.store import StoreConfig
+from r2genkg.options import fail, store_options
+
 KEYS_ENV = "R2GENKG_API_KEYS"
 
 
@@ -21,7 +24,9 @@ def read_api_keys(key_file: Path | None) -> tuple[str, ...]:
 
 def register(app: typer.Typer) -> None:
     @app.command("serve")
+    @store_options
     def serve_command(
+        store: StoreConfig,
         checkpoint: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A checkpoint folder.")],
         host: Annotated[str, typer.Option(help="Bind address (0.0.0.0 only behind a proxy or in a container).")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
@@ -30,8 +35,6 @@ def register(app: typer.Typer) -> None:
         vllm_model: Annotated[str, typer.Option(help="vllm-remote: vllm serve's --served-model-name.")] = "r2genkg-llm",
         vllm_api_key: Annotated[str | None, typer.Option(envvar="R2GENKG_VLLM_API_KEY", help="vllm-remote: the vLLM server's --api-key.")] = None,
         vllm_model_dir: Annotated[Path | None, typer.Option(help="vllm: the export-llm folder (made if absent).")] = None,
-        store: Annotated[str | None, typer.Option(envvar="R2GENKG_STORE", help="embedded | neo4j (default: the checkpoint's)")] = None,
-        neo4j_uri: Annotated[str | None, typer.Option(envvar="NEO4J_URI", help="bolt://host:7687 (password: NEO4J_PASSWORD)")] = None,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
         micro_batch: Annotated[int, typer.Option(min=1, help="Studies per adapter forward.")] = 16,
         max_batch: Annotated[int, typer.Option(min=1, help="Requests batched together.")] = 16,
@@ -47,10 +50,10 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from generator.backends import BackendError, BackendKind
+        from generator.checkpoint import CheckpointError
         from generator.engine import Engine, EngineConfig
         from generator.server import ServerConfig, create_app
-        from r2genkg.commands.train import _fail
-        from training.checkpoint import CheckpointError
+        from graphdb.store import GraphStoreError
 
         console = Console(stderr=True)
         try:
@@ -58,12 +61,12 @@ def register(app: typer.Typer) -> None:
                                   max_image_bytes=int(max_image_mb * 1024 * 1024), max_images=max_images,
                                   max_batch=max_batch, max_wait_ms=max_wait_ms,
                                   image_url_allowlist=tuple(h.lower() for h in image_url_allowlist or ()))
-            engine_config = EngineConfig(backend=BackendKind(engine), micro_batch=micro_batch, device=device, store=store,
-                                         neo4j_uri=neo4j_uri, vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key,
+            engine_config = EngineConfig(backend=BackendKind(engine), micro_batch=micro_batch, device=device,
+                                         vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key,
                                          vllm_model_dir=str(vllm_model_dir) if vllm_model_dir else None)
-            eng = Engine.from_checkpoint(checkpoint, engine_config)
-        except (CheckpointError, BackendError, ValueError, FileNotFoundError) as exc:
-            raise _fail(console, exc) from exc
+            eng = Engine.from_checkpoint(checkpoint, engine_config, store)
+        except (CheckpointError, BackendError, GraphStoreError, ValueError, FileNotFoundError) as exc:
+            raise fail(console, exc) from exc
         if no_auth:
             console.print("[yellow]warning: API keys are off (--no-auth): anyone who reaches the port can use it"
                           "[/yellow]", highlight=False)
@@ -75,20 +78,22 @@ def register(app: typer.Typer) -> None:
             eng.close()
 
     @app.command("export-llm")
+    @store_options
     def export_llm_command(
+        store: StoreConfig,
         checkpoint: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A checkpoint folder.")],
         out_dir: Annotated[Path, typer.Argument(help="Where to write the HF folder vLLM loads.")],
     ) -> None:
         """Merge LoRA into the LLM and write an HF folder (with tokenizer) for `vllm serve --enable-prompt-embeds`."""
+        from generator.checkpoint import CheckpointError
         from generator.export import export_llm
-        from r2genkg.commands.train import _fail
-        from training.checkpoint import CheckpointError
+        from graphdb.store import GraphStoreError
 
         console = Console()
         try:
-            out = export_llm(checkpoint, out_dir)
-        except (CheckpointError, FileNotFoundError, ValueError) as exc:
-            raise _fail(console, exc) from exc
+            out = export_llm(checkpoint, out_dir, store=store)
+        except (CheckpointError, GraphStoreError, FileNotFoundError, ValueError) as exc:
+            raise fail(console, exc) from exc
         console.print(f"wrote {out}\nserve it:  vllm serve {out} --enable-prompt-embeds --served-model-name "
                       f"r2genkg-llm --port 8001\nthen:      r2genkg serve {checkpoint} --engine vllm-remote "
                       "--vllm-url http://127.0.0.1:8001/v1", highlight=False)

@@ -108,6 +108,16 @@ def test_dicom_voi_functions_and_frames(tmp_path):
     assert gray(write_dicom(tmp_path / "mf.dcm", frames, 8)).tolist() == [[0, 255], [0, 255]]
 
 
+def test_dicom_voi_lut_sequence_is_applied(tmp_path):
+    """A VOI LUT table (not a window) maps stored values; its output range becomes 0..255."""
+    lut = Dataset()
+    lut.LUTDescriptor = [4, 0, 8]             # 4 entries, first input value 0, 8-bit output
+    lut.add_new("LUTData", "US", [0, 50, 200, 255])
+    path = write_dicom(tmp_path / "lut.dcm", np.array([[0, 1, 2, 3, 9]], dtype=np.uint16), 12,
+                       VOILUTSequence=[lut])
+    assert gray(path).tolist() == [[0, 50, 200, 255, 255]]   # past the table: its last entry
+
+
 def test_dicom_detected_by_magic_without_suffix(tmp_path):
     path = write_dicom(tmp_path / "img.bin", np.array([[0, 255]], dtype=np.uint8), 8)
     assert is_dicom(path)

@@ -134,7 +134,7 @@ def test_weights_errors_are_clear(tmp_path):
         load_backbone_weights(target, tmp_path / "bad.pt")
     msg = str(err.value)
     assert "1 missing [norm.bias]" in msg and "1 unexpected [extra.weight]" in msg
-    assert "norm.weight: file (7,) vs model (64,)" in msg and "head.fc" not in msg
+    assert "norm.weight: saved (7,) vs model (64,)" in msg and "head.fc" not in msg
 
 
 def test_a_cnn_backbone_gives_nhwc_ordered_tokens():

@@ -20,12 +20,11 @@ REPORTS = [
 ]
 
 
-def debug_experiment(tmp: Path, store: Path, *overrides: str):
+def debug_experiment(tmp: Path, *overrides: str):
     from training.config import load_experiment
 
     return load_experiment(REPO / "configs" / "debug.yaml", [
-        f"data.image_root={tmp / 'images'}", f"train.output_dir={tmp / 'run'}",
-        f"model.kg.store_path={store}", f"model.kg.features_cache={tmp / 'features'}", *overrides])
+        f"data.image_root={tmp / 'images'}", f"train.output_dir={tmp / 'run'}", *overrides])
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +37,10 @@ def tiny_tokenizer():
 def make_model(store_path: Path, tokenizer, tmp: Path, *overrides: str, seed: int = 0):
     """(model, store): random node features instead of MiniLM keep unit tests fast."""
     from generator.model import R2GenKG
+    from graphdb.embedded_store import EmbeddedGraphStore
     from graphdb.provider import SubgraphProvider
-    from graphdb.store import EmbeddedGraphStore
 
-    cfg = debug_experiment(tmp, store_path, *overrides)
+    cfg = debug_experiment(tmp, *overrides)
     store = EmbeddedGraphStore(store_path)
     provider = SubgraphProvider(store, cfg.model.kg.spec)
     features = np.random.default_rng(0).standard_normal((len(provider.table), 32)).astype(np.float32)

@@ -11,22 +11,22 @@ import pytest
 import torch
 
 from tests.generator.conftest import debug_experiment
-from training.checkpoint import CheckpointError
+from generator.checkpoint import CheckpointError
 from training.loop import TrainingDiverged, latest_checkpoint, train
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory, m3kg_store):
+def shared(tmp_path_factory, m3kg_config):
     """Phantoms and node features made once for the module (both are resumable caches)."""
     root = tmp_path_factory.mktemp("loop")
-    return root, m3kg_store
+    return root, m3kg_config
 
 
 def experiment(shared, run: str, *overrides: str):
-    root, store = shared
-    cfg = debug_experiment(root, store, "train.validate=false", "train.log_every=1", "train.epochs=3",
+    root, _ = shared
+    cfg = debug_experiment(root, "train.validate=false", "train.log_every=1", "train.epochs=3",
                            "data.limit={train: 24, val: 4, test: 6}", *overrides)
     cfg.train.output_dir = str(root / run)
     return cfg
@@ -38,9 +38,9 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 
 def test_resume_matches_an_uninterrupted_run(shared):
-    straight = train(experiment(shared, "straight", "train.max_steps=5"), resume=False, progress=False)
-    train(experiment(shared, "resumed", "train.max_steps=2"), resume=False, progress=False)
-    resumed = train(experiment(shared, "resumed", "train.max_steps=5"), resume=True, progress=False)
+    straight = train(experiment(shared, "straight", "train.max_steps=5"), shared[1], resume=False, progress=False)
+    train(experiment(shared, "resumed", "train.max_steps=2"), shared[1], resume=False, progress=False)
+    resumed = train(experiment(shared, "resumed", "train.max_steps=5"), shared[1], resume=True, progress=False)
     a, b = losses(straight.output_dir), losses(resumed.output_dir)
     assert sorted(b) == [1, 2, 3, 4, 5]
     for step in (3, 4, 5):   # step 3 is the first after the restart; 4 crosses an epoch boundary
@@ -62,22 +62,22 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(shared, monkeypatch):
 
     monkeypatch.setattr(R2GenKG, "forward", poisoned)
     cfg = experiment(shared, "nan", "train.save_every=1")
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 1, step 3.*Last good checkpoint: .*step-0000002"):
-        train(cfg, resume=False, progress=False)
-    assert latest_checkpoint(Path(cfg.train.output_dir)).name == "step-0000002"
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 1, step 3.*Last good checkpoint: .*checkpoint_2"):
+        train(cfg, shared[1], resume=False, progress=False)
+    assert latest_checkpoint(Path(cfg.train.output_dir)).name == "checkpoint_2"
 
 
 def test_resume_with_a_different_model_names_the_field(shared):
-    train(experiment(shared, "mismatch", "train.max_steps=1"), resume=False, progress=False)
+    train(experiment(shared, "mismatch", "train.max_steps=1"), shared[1], resume=False, progress=False)
     with pytest.raises(CheckpointError, match=r"model\.llm\.hidden_size: 64 != 32"):
-        train(experiment(shared, "mismatch", "model.llm.hidden_size=32", "model.llm.num_heads=2"),
+        train(experiment(shared, "mismatch", "model.llm.hidden_size=32", "model.llm.num_heads=2"), shared[1],
               resume=True, progress=False)
 
 
 def test_unreadable_images_are_skipped_and_counted(shared):
     root, _ = shared
     cfg = experiment(shared, "corrupt", "train.max_steps=3")
-    from training.data import load_split, prepare_images
+    from cxr.datasets import load_split, prepare_images
 
     prepare_images(cfg.data, progress=False)
     record = load_split(cfg.data, "train")[0]
@@ -87,7 +87,7 @@ def test_unreadable_images_are_skipped_and_counted(shared):
             (Path(cfg.data.image_root) / p).write_bytes(b"not a png")
         cfg.train.output_dir = str(root / "corrupt")
         (root / ".image_cache").exists() and __import__("shutil").rmtree(root / ".image_cache")
-        result = train(cfg, resume=False, progress=False)
+        result = train(cfg, shared[1], resume=False, progress=False)
     finally:
         for p, data in saved.items():
             (Path(cfg.data.image_root) / p).write_bytes(data)
@@ -97,18 +97,26 @@ def test_unreadable_images_are_skipped_and_counted(shared):
 
 
 def test_evaluate_checkpoint_writes_metrics_auroc_and_evidence(shared):
+    from cxr.datasets import load_split
     from training.evaluate_checkpoint import evaluate_checkpoint
 
     cfg = experiment(shared, "evaluated", "train.epochs=1")
-    result = train(cfg, resume=False, progress=False)
+    result = train(cfg, shared[1], resume=False, progress=False)
     assert result.best is not None and (result.best / "bank").is_dir()
-    report = evaluate_checkpoint(result.best, "test", meteor=False, progress=False)
+    report = evaluate_checkpoint(result.best, shared[1], "test", meteor=False, progress=False)
     payload = json.loads((report.output_dir / "results.json").read_text())
     assert payload["counts"]["scored"] == 6
     assert set(payload["classifier_auroc"]) >= {"No Finding", "Cardiomegaly"}
-    assert payload["metrics"]["ce_14"]["micro"]["f1"] >= 0.0
     rows = [json.loads(line) for line in (report.output_dir / "predictions.jsonl").open()]
-    assert len(rows) == 6 and len(rows[0]["probabilities"]) == 14
+    assert len(rows) == 6 and len(rows[0]["observations"]) == 14
+    # the scores are those of the written predictions, recomputed independently
+    from training.evaluate import compute_scores
+
+    refs = {r.study_id: r.report for r in load_split(cfg.data, "test")}
+    again = compute_scores([r["report"] for r in rows], [refs[r["id"]] for r in rows], meteor=False)
+    assert payload["metrics"]["ce_14"]["micro"]["f1"] == pytest.approx(again.ce_14.micro.f1)
+    assert payload["metrics"]["nlg"]["BLEU_4"] == pytest.approx(again.nlg.bleu_4)
     ev = rows[0]["evidence"]
     assert ev["seeds"] and ev["node_ids"] and isinstance(ev["retrieved"], dict)
-    assert torch.load(result.best / "model.pt", weights_only=True)
+    saved = torch.load(result.best / "model.pt", weights_only=True)
+    assert set(saved) and all(torch.isfinite(v.float()).all() for v in saved.values())
