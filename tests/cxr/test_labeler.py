@@ -263,3 +263,17 @@ def test_as_array_matches_values(labeler):
     for i, obs in enumerate(OBSERVATIONS):
         v = result.values[obs]
         assert (math.isnan(arr[i]) and v is None) or arr[i] == v
+
+
+def test_phrase_matcher_modes_and_longest_match():
+    """CheXpert words (prefix / plural) vs exact words (graphdb's dictionary and cue phrases)."""
+    from cxr.labeler.phrases import Phrase, PhraseMatcher
+
+    entries = [("effusion", "E"), ("pleural effusion", "PE"), ("left", "L"), (Phrase(("left", "lower", "lobe"), True), "LLL")]
+    words = ["left", "lower", "lobe", "leftward", "pleural", "effusions", "effusion"]
+    chexpert, exact = PhraseMatcher(entries), PhraseMatcher(entries, exact_words=True)
+    assert [(m.payload, m.first) for m in chexpert.find_longest(words)] == [("LLL", 0), ("L", 3), ("PE", 4), ("E", 6)]
+    assert [(m.payload, m.first) for m in exact.find_longest(words)] == [("LLL", 0), ("E", 6)]
+    assert len(chexpert.find_all(words)) == 6                   # every overlapping match
+    assert exact.longest_at(words, 0).last == 3 and exact.longest_at(words, 4) is None
+    assert exact.longest_at(words, 7) is None                  # past the end
