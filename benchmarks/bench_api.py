@@ -27,11 +27,11 @@ import openai
 import uvicorn
 from PIL import Image
 
+from cxr.datasets import load_split, prepare_images
 from cxr.images import load_image
+from generator.checkpoint import read_run_config
 from generator.engine import Engine, EngineConfig
 from generator.server import ServerConfig, create_app
-from cxr.datasets import load_split, prepare_images
-from generator.checkpoint import read_run_config
 
 
 def png_uri(pixels: np.ndarray) -> str:

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr.images import load_image
-from generator.engine import Engine, EngineConfig, StudyInput
 from cxr.datasets import load_split, prepare_images
+from cxr.images import load_image
 from generator.checkpoint import read_run_config
+from generator.engine import Engine, EngineConfig, StudyInput
 
 
 def test_studies(checkpoint: Path, n: int) -> list[StudyInput]:

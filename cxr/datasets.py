@@ -36,7 +36,12 @@ class DataConfig:
     clean_style: CleanStyle = CleanStyle.IU_XRAY
 
     def __post_init__(self) -> None:
-        self.dataset, self.clean_style = Corpus(self.dataset), CleanStyle(self.clean_style)
+        for name, kind in (("dataset", Corpus), ("clean_style", CleanStyle)):
+            try:
+                setattr(self, name, kind(getattr(self, name)))
+            except ValueError:
+                raise ValueError(f"DataConfig.{name} must be one of {[k.value for k in kind]}, "
+                                 f"got {getattr(self, name)!r}") from None
         if not 8 <= self.image_size <= 4096:
             raise ValueError(f"DataConfig.image_size must be in [8, 4096], got {self.image_size}")
         if self.max_views < 1:

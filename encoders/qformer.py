@@ -12,7 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-from cxr.observations import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, UncertainPolicy, positive_mask
+from cxr.observations import (
+    NEGATIVE,
+    OBSERVATIONS,
+    POSITIVE,
+    UNCERTAIN,
+    UncertainPolicy,
+    positive_mask,
+)
 
 
 class BlankPolicy(str, Enum):

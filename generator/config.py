@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from cxr.datasets import DataConfig
 from encoders.fusion import CrossAttentionConfig
 from encoders.graph import GraphConfig, MultiScaleConfig
 from encoders.qformer import QFormerConfig
 from encoders.vision import VisionConfig
-from cxr.datasets import DataConfig
 from generator.llm import LLMConfig
 from generator.settings import GenerationSettings
 from graphdb.schema import SubgraphSpec

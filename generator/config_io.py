@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import json
 import re
 import typing
 from collections.abc import Mapping, Sequence
@@ -83,8 +84,10 @@ def _message(cls: type, err: ValidationError) -> str:
         close = difflib.get_close_matches(str(first["loc"][-1]), fields, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         msg = f"unknown field{hint} Expected one of {sorted(fields)}"
-    elif first["type"] == "missing_argument":
+    elif first["type"] in ("missing_argument", "missing"):
         msg = "missing required field"
+    elif first["type"] != "value_error":
+        msg = f"{msg}, got {first['input']!r}"
     more = len(err.errors()) - 1
     return f"{where or cls.__name__}: {msg}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
@@ -94,8 +97,12 @@ def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{cls.__name__}: expected a mapping, got {data!r} ({type(data).__name__})")
     try:
-        return _adapter(cls).validate_python(dict(data))
-    except ValidationError as err:
+        # strict JSON mode: YAML's plain values as JSON would read them, with no lax coercion
+        # (true is not 1, 64.0 is not an int), while enums, tuples and paths still come from text
+        return _adapter(cls).validate_json(json.dumps(dict(data)), strict=True)
+    except (TypeError, ValueError) as err:
+        if not isinstance(err, ValidationError):
+            raise ConfigError(f"{cls.__name__}: a value is not plain data ({err})") from None
         raise ConfigError(_message(cls, err)) from None
 
 

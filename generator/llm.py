@@ -189,26 +189,6 @@ def generate_from_embeds(model: PreTrainedModel, embeds: Tensor, mask: Tensor, *
 
 # --- checkpoints -----------------------------------------------------------------------------
 
-def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """The parameters that train (all, LoRA only, or none); detached views, as ``state_dict`` gives."""
-    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable_state_dict(model: nn.Module, state: dict[str, Tensor]) -> None:
-    """Copy ``state`` into the trainable parameters; the key sets must match exactly."""
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    missing, unexpected = sorted(params.keys() - state.keys()), sorted(state.keys() - params.keys())
-    if missing or unexpected:
-        raise KeyError(f"load_trainable_state_dict: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
-                       f" ({len(missing)} missing, {len(unexpected)} unexpected)")
-    bad = [f"{n}: {tuple(state[n].shape)} vs {tuple(p.shape)}" for n, p in params.items() if state[n].shape != p.shape]
-    if bad:
-        raise ValueError(f"load_trainable_state_dict: shape mismatch (checkpoint vs model) {bad[:5]}")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(state[name])
-
-
 def save_llm_artifacts(directory: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
                        config: LLMConfig) -> None:
     """Tokenizer always; the HF architecture config too for a built model (a path model has its own)."""
@@ -222,7 +202,7 @@ def save_llm_artifacts(directory: str | Path, model: PreTrainedModel, tokenizer:
 def load_built_llm(directory: str | Path, config: LLMConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Rebuild a built-from-config model (fresh weights) and its tokenizer from ``save_llm_artifacts``.
 
-    The caller then loads the trained weights with ``load_trainable_state_dict``.
+    The caller then loads the trained weights (generator.checkpoint.load_weights).
     """
     directory = Path(directory)
     if config.path is not None:

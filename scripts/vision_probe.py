@@ -17,10 +17,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from cxr.datasets import load_split
 from encoders.qformer import DiseaseQFormer
 from encoders.vision import SwinEncoder
 from training.config import load_experiment
-from cxr.datasets import load_split
 from training.data import StudyDataset, make_loader
 from training.metrics.auroc import auroc_per_observation
 

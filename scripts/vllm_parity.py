@@ -23,13 +23,13 @@ DUMP_FILE = "parity.pt"
 def dump(checkpoint: Path, out: Path, studies: int, max_new_tokens: int) -> None:
     import numpy as np
 
+    from cxr.datasets import load_split, prepare_images
     from cxr.images import load_image
     from generator.backends import HFBackend
+    from generator.checkpoint import read_run_config
     from generator.engine import Engine, EngineConfig, StudyInput
     from generator.export import export_llm
     from generator.settings import GenerationSettings
-    from cxr.datasets import load_split, prepare_images
-    from generator.checkpoint import read_run_config
 
     out.mkdir(parents=True, exist_ok=True)
     export_llm(checkpoint, out / "llm")

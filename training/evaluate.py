@@ -23,9 +23,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 import numpy as np
+from tqdm import tqdm
 
 from cxr.clean import CleanStyle
 from cxr.labeler import label_reports

@@ -23,6 +23,13 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "run_batch.py"
 
 
+@pytest.fixture(autouse=True)
+def _checkpoint_graph(monkeypatch, m3kg_config):
+    """The script reads the graph the tiny checkpoint was trained on (through the environment)."""
+    monkeypatch.setenv("R2GENKG_STORE_PATH", str(m3kg_config.path))
+    monkeypatch.setenv("R2GENKG_FEATURES_CACHE", str(m3kg_config.features_cache))
+
+
 def run_script(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args), "--no-progress", "--device", "cpu"],
                           check=False, capture_output=True, text=True, timeout=timeout, cwd=REPO)
@@ -76,9 +83,9 @@ def test_manifest_annotation_and_evaluate(tiny_checkpoint, tmp_path):
     assert [r["id"] for r in lines(out)] == ["m0", "m1", "m2"]
 
     # the bundled IU annotation's test split, over the phantoms the tiny run rendered (first 4)
-    from training.checkpoint import read_config
+    from generator.checkpoint import read_run_config
 
-    data = read_config(tiny_checkpoint).data
+    data = read_run_config(tiny_checkpoint).data
     out = tmp_path / "iu.jsonl"
     proc = run_script(tiny_checkpoint, "--input", data.annotation_path, "--split", "test",
                       "--image-root", data.image_root, "--limit", 4, "--output", out, "--evaluate", "--no-meteor")

@@ -15,10 +15,8 @@ from generator.llm import (
     generate_from_embeds,
     load_built_llm,
     load_tokenizer,
-    load_trainable_state_dict,
     save_llm_artifacts,
     train_tokenizer,
-    trainable_state_dict,
 )
 
 REPORT = "the heart is normal in size. no pleural effusion or pneumothorax."
@@ -131,29 +129,6 @@ def test_missing_path_is_never_downloaded(tmp_path, tok):
 
 # --- checkpoints -----------------------------------------------------------------------------
 
-def test_trainable_state_dict_round_trip_and_mismatches(tok, local_checkpoint):
-    source, target = built(tok, seed=0), built(tok, seed=1)
-    state = {k: v.clone() for k, v in trainable_state_dict(source).items()}
-    assert state.keys() == {n for n, _ in source.named_parameters()}
-    load_trainable_state_dict(target, state)
-    for (n, p), (_, q) in zip(source.named_parameters(), target.named_parameters(), strict=True):
-        assert torch.equal(p, q), n
-
-    name = next(iter(state))
-    with pytest.raises(KeyError, match="missing keys") as err:
-        load_trainable_state_dict(target, {k: v for k, v in state.items() if k != name})
-    assert name in str(err.value)
-    with pytest.raises(KeyError, match="unexpected keys.*extra.weight"):
-        load_trainable_state_dict(target, {**state, "extra.weight": torch.zeros(1)})
-    with pytest.raises(ValueError, match="shape mismatch") as err:
-        load_trainable_state_dict(target, {**state, name: torch.zeros(3)})
-    assert name in str(err.value)
-
-    lora = tiny(path=local_checkpoint, training="lora")
-    assert all("lora_" in k for k in trainable_state_dict(build_llm(lora, load_tokenizer(lora))))
-    assert trainable_state_dict(built(tok, training="frozen")) == {}
-
-
 def test_save_and_rebuild_a_built_model(tok, tmp_path):
     config = tiny(arch="qwen2", num_kv_heads=1)
     model = built(tok, arch="qwen2", num_kv_heads=1).eval()
@@ -161,7 +136,7 @@ def test_save_and_rebuild_a_built_model(tok, tmp_path):
     rebuilt, tokenizer = load_built_llm(tmp_path, config)
     assert type(rebuilt) is type(model) and rebuilt.config.to_dict() == model.config.to_dict()
     assert tokenizer(REPORT).input_ids == tok(REPORT).input_ids and tokenizer.decode(tok(REPORT).input_ids) == REPORT
-    load_trainable_state_dict(rebuilt, trainable_state_dict(model))
+    rebuilt.load_state_dict(model.state_dict())
     ids = torch.tensor([tok(REPORT).input_ids])
     assert torch.allclose(rebuilt.eval()(ids).logits, model(ids).logits)
 

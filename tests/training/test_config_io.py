@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.config_io import (
+from generator.config_io import (
     ConfigError,
     apply_overrides,
     diff,
+    dump_yaml,
     from_dict,
     load_config,
-    save_config,
     to_dict,
 )
 
@@ -75,24 +75,24 @@ def test_round_trip_and_defaults():
 
 def test_save_then_load(tmp_path):
     exp = Experiment(name="run", model=ModelConfig(hidden_size=64))
-    save_config(exp, tmp_path / "c.yaml")
+    (tmp_path / "c.yaml").write_text(dump_yaml(exp))
     assert list(yaml.safe_load((tmp_path / "c.yaml").read_text())) == ["name", "model", "train"]
     assert load_config(Experiment, tmp_path / "c.yaml") == exp
 
 
 @pytest.mark.parametrize("data, message", [
     ({"model": {"visoin": {}}}, r"^model\.visoin: unknown field; did you mean 'vision'\?.*\['budgets'"),
-    ({"model": {"vision": {"img_size": "abc"}}}, r"^model\.vision\.img_size: expected int, got 'abc' \(str\)"),
-    ({"model": {"vision": {"img_size": True}}}, r"^model\.vision\.img_size: expected int, got True \(bool\)"),
-    ({"model": {"vision": {"img_size": 64.0}}}, r"^model\.vision\.img_size: expected int"),
-    ({"model": {"kg": "sometimes"}}, r"^model\.kg: 'sometimes' is not one of \['none', 'global'\]"),
+    ({"model": {"vision": {"img_size": "abc"}}}, r"^model\.vision\.img_size: .*valid integer, got 'abc'"),
+    ({"model": {"vision": {"img_size": True}}}, r"^model\.vision\.img_size: .*valid integer, got True"),
+    ({"model": {"vision": {"img_size": 64.0}}}, r"^model\.vision\.img_size: .*valid integer, got 64\.0"),
+    ({"model": {"kg": "sometimes"}}, r"^model\.kg: Input should be 'none' or 'global', got 'sometimes'"),
     ({"model": {"vision": {"img_size": 16}}}, r"^model\.vision: VisionConfig\.img_size must be ≥ 32"),
-    ({"model": {"vision": {"depths": [2, "x"]}}}, r"^model\.vision\.depths\[1\]: expected int"),
-    ({"model": {"budgets": [1]}}, r"^model\.budgets: expected 2 items, got 1"),
-    ({"model": {"vocab": {"a": "one"}}}, r"^model\.vocab\.a: expected int"),
-    ({"model": 3}, r"^model: expected a mapping for ModelConfig"),
-    ({"train": {"amp": 1}}, r"^train\.amp: expected true or false"),
-    ({"train": {"threads": "two"}}, r"^train\.threads: expected int"),
+    ({"model": {"vision": {"depths": [2, "x"]}}}, r"^model\.vision\.depths\.1: .*valid integer"),
+    ({"model": {"budgets": [1]}}, r"^model\.budgets\.1: missing required field"),
+    ({"model": {"vocab": {"a": "one"}}}, r"^model\.vocab\.a: .*valid integer"),
+    ({"model": 3}, r"^model: Input should be an object, got 3"),
+    ({"train": {"amp": 1}}, r"^train\.amp: .*valid boolean, got 1"),
+    ({"train": {"threads": "two"}}, r"^train\.threads: .*valid integer"),
 ])
 def test_errors_name_the_dotted_field(data, message):
     with pytest.raises(ConfigError, match=message):
@@ -107,7 +107,7 @@ def test_missing_required_field_is_named():
 def test_int_accepted_as_float_and_none_for_optional():
     train = from_dict(TrainConfig, {"lr": 1, "threads": None})
     assert train.lr == 1.0 and isinstance(train.lr, float) and train.threads is None
-    with pytest.raises(ConfigError, match=r"^lr: expected float"):
+    with pytest.raises(ConfigError, match=r"^lr: Input should be a valid number, got True"):
         from_dict(TrainConfig, {"lr": True})
 
 

@@ -12,20 +12,11 @@ import torch
 from PIL import Image
 
 from cxr.clean import clean_report
+from cxr.datasets import DataConfig, load_split, prepare_images
+from cxr.images import IMAGE_MEAN, IMAGE_STD
 from cxr.labeler import label_reports
 from cxr.records import DataError
-from training.data import (
-    IMAGE_MEAN,
-    IMAGE_STD,
-    DataConfig,
-    ResumableSampler,
-    StudyCollator,
-    StudyDataset,
-    epoch_order,
-    load_split,
-    make_loader,
-    prepare_images,
-)
+from training.data import StudyCollator, StudyDataset, make_loader
 
 SIZE = 16
 REPORTS = {
@@ -158,27 +149,38 @@ def test_all_bad_batch_raises_naming_the_ids(tiny):
         StudyCollator()([data[3], data[3]])
 
 
-def test_loader_yields_batches_in_epoch_order(tiny):
+def _order(seed: int, epoch: int, n: int = 4) -> list[int]:
+    """The permutation make_loader draws: RandomSampler on a generator seeded by seed + epoch."""
+    loader = torch.utils.data.DataLoader(range(n), shuffle=True, generator=torch.Generator().manual_seed(seed + epoch))
+    return [int(i) for i in loader]
+
+
+def test_loader_order_depends_only_on_seed_and_epoch(tiny):
     data = dataset_for(tiny)
-    loader = make_loader(data, batch_size=2, seed=3, epoch=1)
-    ids = [sid for batch in loader for sid in batch.study_ids]
-    expected = [data.records[i].study_id for i in epoch_order(4, 3, 1) if i != 3]
-    assert ids == expected
-    resumed = make_loader(data, batch_size=2, seed=3, epoch=1, skip_batches=1)
-    assert len(resumed) == 1
+    torch.manual_seed(0)
+    ids = [sid for batch in make_loader(data, batch_size=2, seed=3, epoch=1) for sid in batch.study_ids]
+    torch.manual_seed(123)   # the global RNG plays no part
+    again = [sid for batch in make_loader(data, batch_size=2, seed=3, epoch=1) for sid in batch.study_ids]
+    assert ids == again == [data.records[i].study_id for i in _order(3, 1) if i != 3]   # s4 is unreadable
+    other = [sid for batch in make_loader(data, batch_size=2, seed=3, epoch=2) for sid in batch.study_ids]
+    assert sorted(other) == sorted(ids)
 
 
-# --- order ------------------------------------------------------------------------------------
-def test_resumable_sampler_order():
-    full = list(ResumableSampler(50, seed=7, epoch=2))
-    assert full == list(ResumableSampler(50, seed=7, epoch=2)) == epoch_order(50, 7, 2)
-    assert sorted(full) == list(range(50)) and full != list(range(50))
-    assert full != list(ResumableSampler(50, seed=7, epoch=3))
-    rest = list(ResumableSampler(50, seed=7, epoch=2, skip=20))
-    assert len(rest) == 30 and full[:20] + rest == full
-    assert list(ResumableSampler(5, shuffle=False, skip=2)) == [2, 3, 4]
-    with pytest.raises(ValueError, match="skip"):
-        ResumableSampler(5, skip=6)
+def test_skipping_first_batches_resumes_the_same_order(tiny):
+    from accelerate import Accelerator
+
+    data = dataset_for(tiny)
+    full = [b.study_ids for b in make_loader(data, batch_size=2, seed=5, epoch=0)]
+    rest = [b.study_ids for b in Accelerator(cpu=True).skip_first_batches(make_loader(data, batch_size=2, seed=5,
+                                                                                      epoch=0), 1)]
+    assert len(full) == 2 and rest == full[1:]
+
+
+def test_collator_counts_are_checkpointed():
+    collator = StudyCollator(skipped_studies=2, skipped_views=5)
+    fresh = StudyCollator()
+    fresh.load_state_dict(collator.state_dict())
+    assert (fresh.skipped_studies, fresh.skipped_views) == (2, 5)
 
 
 # --- config -----------------------------------------------------------------------------------

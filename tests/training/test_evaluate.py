@@ -8,7 +8,13 @@ import pytest
 
 from cxr.clean import CleanStyle
 from cxr.records import DataError
-from training.evaluate import LabelText, compute_scores, evaluate, read_predictions, score_reports
+from training.evaluate import (
+    LabelText,
+    compute_scores,
+    evaluate,
+    evaluate_records,
+    read_predictions,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +38,41 @@ def test_read_predictions_keeps_order_and_skips_blank_lines(tmp_path):
         tmp_path / "p.jsonl",
         [{"id": "b", "report": "x"}, "", {"id": "a", "report": "y", "extra": 1}],
     )
-    assert list(read_predictions(path).items()) == [("b", "x"), ("a", "y")]
+    assert [(k, v.report) for k, v in read_predictions(path).items()] == [("b", "x"), ("a", "y")]
+
+
+def test_probabilities_are_read_and_checked(tmp_path):
+    from cxr.observations import OBSERVATIONS
+
+    probs = {o.value: i / 20 for i, o in enumerate(OBSERVATIONS)}
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "report": "x", "observations": probs}])
+    assert read_predictions(path)["a"].probabilities == tuple(i / 20 for i in range(14))
+    bad = write_jsonl(tmp_path / "q.jsonl", [{"id": "a", "report": "x", "observations": {"Edema": 0.1}}])
+    with pytest.raises(DataError, match=r"q.jsonl: line 1: 'observations' must map each of the 14"):
+        read_predictions(bad)
+
+
+def test_evaluate_records_scores_auroc_against_the_references(tmp_path):
+    """The classifier ranks a study with cardiomegaly above one without: AUROC 1 for Cardiomegaly;
+    records without a prediction count as missing."""
+    from cxr.observations import OBSERVATIONS
+    from cxr.records import StudyRecord
+
+    refs = {"a": "The heart is enlarged. Cardiomegaly.", "b": "The heart is normal. No cardiomegaly.",
+            "c": "Mild cardiomegaly.", "d": "No acute disease."}
+    records = [StudyRecord(i, (), text) for i, text in refs.items()] + [StudyRecord("e", (), "")]
+    rows = []
+    for i, p in (("a", 0.9), ("b", 0.2), ("c", 0.7)):
+        probs = {o.value: 0.5 for o in OBSERVATIONS} | {"Cardiomegaly": p}
+        rows.append({"id": i, "report": refs[i], "observations": probs})
+    result = evaluate_records(write_jsonl(tmp_path / "p.jsonl", rows), records, meteor=False)
+    assert result.counts["scored"] == 3 and result.missing_ids == ["d"]
+    assert result.scores.auroc["Cardiomegaly"] == 1.0
+    assert result.scores.auroc["Edema"] is None   # no positive among the references
+    rows[0]["observations"]["Cardiomegaly"] = 0.1    # now ranked below a negative
+    result = evaluate_records(write_jsonl(tmp_path / "p.jsonl", rows), records, meteor=False)
+    assert result.scores.auroc["Cardiomegaly"] == 0.5
+    assert evaluate_records(tmp_path / "p.jsonl", [StudyRecord("z", (), "")]) is None
 
 
 @pytest.mark.parametrize(
@@ -124,13 +164,13 @@ def test_json_equals_python_api(tmp_path, iu_annotation, iu_test):
     written = json.loads(out.read_text())
     assert written == json.loads(json.dumps(result.to_dict()))
     # the same pairs, in annotation order, through the list API
-    api = score_reports(
+    api = compute_scores(
         [r["report"] for r in rows],
         [t["report"] for t in iu_test],
         CleanStyle.IU_XRAY,
         meteor=False,
     )
-    assert written["metrics"] == json.loads(json.dumps(api))
+    assert written["metrics"] == json.loads(json.dumps(api.to_dict()))
     assert written["counts"] == {
         "predictions": 590,
         "references_in_split": 590,
@@ -169,4 +209,4 @@ def test_flat_summary_and_label_text(iu_test):
     assert flat["CE5_macro_f1"] == cleaned.ce_5.macro.f1 and len(flat) == 6 + 2 * 2 * 3
     assert compute_scores(preds, refs, meteor=False, clinical=False).ce_14 is None
     with pytest.raises(ValueError, match="parallel"):
-        score_reports(preds, refs[:-1], meteor=False)
+        compute_scores(preds, refs[:-1], meteor=False)

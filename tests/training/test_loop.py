@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.generator.conftest import debug_experiment
 from generator.checkpoint import CheckpointError
+from tests.generator.conftest import debug_experiment
 from training.loop import TrainingDiverged, latest_checkpoint, train
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_pipeline_end_to_end_then_resumes(tmp_path: Path, m3kg_store: Path):
-    paths = [f"data.image_root={tmp_path / 'images'}", f"train.output_dir={tmp_path / 'run'}",
-             f"model.kg.store_path={m3kg_store}", f"model.kg.features_cache={tmp_path / 'features'}"]
-    args = ["pipeline", "--config", str(REPO / "configs" / "debug.yaml"), "--no-meteor", *paths]
+    paths = [f"data.image_root={tmp_path / 'images'}", f"train.output_dir={tmp_path / 'run'}"]
+    args = ["pipeline", "--config", str(REPO / "configs" / "debug.yaml"), "--no-meteor",
+            "--store-path", str(m3kg_store), "--features-cache", str(tmp_path / "features"), *paths]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     for step in ("1/6 phantoms", "2/6 M3KG", "3/6 train", "4/6 run_batch", "5/6 evaluate", "6/6 results"):

@@ -18,6 +18,13 @@ from r2genkg.cli import app
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _checkpoint_graph(monkeypatch, m3kg_config):
+    """Commands and processes read the graph the tiny checkpoint was trained on (environment)."""
+    monkeypatch.setenv("R2GENKG_STORE_PATH", str(m3kg_config.path))
+    monkeypatch.setenv("R2GENKG_FEATURES_CACHE", str(m3kg_config.features_cache))
+
+
 def test_serve_without_keys_exits_2_naming_the_fix(tiny_checkpoint, monkeypatch):
     monkeypatch.delenv("R2GENKG_API_KEYS", raising=False)
     result = CliRunner().invoke(app, ["serve", str(tiny_checkpoint), "--device", "cpu"])
