@@ -306,8 +306,8 @@ ORDER BY rank"""),
         "One study's graph",
         "What a report mentions, with certainty, and the KG relations among those entities "
         "(switch to the Graph view).",
-        """MATCH (s:Study {id: $study})-[m:MENTIONS]->(e:Entity)
-OPTIONAL MATCH (e)-[r:MODIFY|LOCATED_AT|SUGGESTIVE_OF]->(e2:Entity)<-[:MENTIONS]-(s)
+        f"""MATCH (s:Study {{id: $study}})-[m:MENTIONS]->(e:Entity)
+OPTIONAL MATCH (e)-[r:{KG_RELS}]->(e2:Entity)<-[:MENTIONS]-(s)
 RETURN s, m, e, r, e2""",
         {"study": "CXR1451_IM-0291"}),
     BrowserQuery(
@@ -333,13 +333,13 @@ ORDER BY studies DESC LIMIT 15"""),
     BrowserQuery(
         "Two-hop neighbourhood of an entity",
         "The per-study subgraph's 2-hop level, as paths (Graph view).",
-        """MATCH p = (e:Entity {name: $finding})-[:MODIFY|LOCATED_AT|SUGGESTIVE_OF*1..2]-(:Entity)
+        f"""MATCH p = (e:Entity {{name: $finding}})-[:{KG_RELS}*1..2]-(:Entity)
 RETURN p LIMIT 50""",
         {"finding": "atelectasis"}),
     BrowserQuery(
         "Relation types and their support",
         "The three M3KG relations: distinct triples and summed mention counts.",
-        """MATCH (:Entity)-[r:MODIFY|LOCATED_AT|SUGGESTIVE_OF]->(:Entity)
+        f"""MATCH (:Entity)-[r:{KG_RELS}]->(:Entity)
 RETURN type(r) AS relation, count(r) AS triples, sum(r.count) AS mentions
 ORDER BY triples DESC"""),
     BrowserQuery(

@@ -26,12 +26,11 @@ from tqdm.auto import tqdm
 from cxr.files import write_text_atomic
 from cxr.records import DataError, ErrorPolicy, StudyRecord
 from graphdb.accumulate import GraphAccumulator, study_node
-from graphdb.schema import Certainty, EntityType, KnowledgeGraph, Relation, normalize
+from graphdb.schema import RELATION_MEANINGS, RELATIONS, Certainty, EntityType, KnowledgeGraph, Relation, normalize
 from graphdb.vocabulary import DictEntry, EntityDictionary
 
 log = logging.getLogger(__name__)
 
-PROMPT_VERSION = "m3kg-extract-v1"   # bump with any change of SYSTEM_PROMPT's meaning
 SYSTEM_PROMPT = """\
 You extract a medical knowledge graph from one chest X-ray radiology report.
 Return one JSON object and nothing else:
@@ -46,11 +45,11 @@ procedure, copied as written (keep "pleural" and "effusion" apart in "pleural ef
 pneumonia"). Ignore the de-identification token XXXX.
 
 Relations, between entity texts of your list:
-- "modify": modifier -> the word it describes ("small" -> "effusion", "left" -> "pleural").
-- "located_at": finding -> where it is ("effusion" -> "pleural", "opacity" -> "lobe").
-- "suggestive_of": finding -> the diagnosis it suggests ("opacity" -> "atelectasis").
-Include relations of negated findings too. Use only these three relations.
+""" + "".join(f'- "{r.value}": {RELATION_MEANINGS[r]}.\n' for r in RELATIONS) + f"""\
+Include relations of negated findings too. Use only these {len(RELATIONS)} relations.
 """
+# names the cached answers: a change of the prompt (e.g. a new relation) asks the model again
+PROMPT_VERSION = "m3kg-extract-" + hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest()[:12]
 
 CONFIG_STATUS = frozenset({401, 403, 404})   # wrong key / model / URL: no study would succeed
 

@@ -56,6 +56,13 @@ class Relation(str, Enum):
 
 RELATIONS: tuple[Relation, ...] = tuple(Relation)
 
+RELATION_MEANINGS: dict[Relation, str] = {
+    Relation.MODIFY: 'modifier -> the word it describes ("small" -> "effusion", "left" -> "pleural")',
+    Relation.LOCATED_AT: 'finding -> where it is ("effusion" -> "pleural", "opacity" -> "lobe")',
+    Relation.SUGGESTIVE_OF: 'finding -> the diagnosis it suggests ("opacity" -> "atelectasis")',
+}
+"""What each relation means, with examples: the LLM extractor's prompt is built from it."""
+
 
 class Certainty(str, Enum):
     """How a study mentions an entity, from the labeler's scope rules."""
