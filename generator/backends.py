@@ -2,17 +2,14 @@
 
 - ``HFBackend``: transformers ``generate(inputs_embeds=…)``: greedy, beam, sampling; the reference.
 - ``VLLMBackend``: offline ``vllm.LLM(enable_prompt_embeds=True)`` on an exported LLM directory.
-- ``RemoteVLLMBackend``: a ``vllm serve DIR --enable-prompt-embeds`` server; base64 ``torch.save``
-  tensors on ``/v1/completions``, many requests in flight.
+- ``RemoteVLLMBackend``: a ``vllm serve DIR --enable-prompt-embeds`` server, called with the
+  ``openai`` client: base64 ``torch.save`` tensors on ``/v1/completions``, many requests in flight.
 vLLM has no beam search for ``prompt_embeds`` inputs: its backends refuse ``num_beams > 1``.
 """
 from __future__ import annotations
 
 import base64
 import io
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+import openai
 import torch
 from torch import Tensor
 from transformers import (
@@ -192,18 +190,30 @@ def encode_embeds(tensor: Tensor) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+# completions fields the openai client takes as arguments; vLLM's own (stop_token_ids, min_tokens,
+# repetition_penalty, prompt_embeds, return_token_ids) go in extra_body
+_OPENAI_FIELDS = frozenset({"max_tokens", "temperature", "top_p", "seed"})
+
+
 class RemoteVLLMBackend:
-    """Sends each row to ``{url}/completions`` as ``prompt_embeds``; ``concurrency`` requests in flight."""
+    """Sends each row to ``{url}/completions`` as ``prompt_embeds``; ``concurrency`` requests in flight.
+
+    The openai client retries what may pass (connection errors, 408, 409, 429, 5xx) ``max_retries``
+    times with backoff, and never a 4xx such as 401. ``prompt=""`` because the client requires a
+    prompt; vLLM takes an empty one as absent and reads ``prompt_embeds`` instead.
+    """
 
     kind = BackendKind.VLLM_REMOTE
     max_batch = None
 
     def __init__(self, url: str, model: str, tokenizer: PreTrainedTokenizerBase, api_key: str | None = None,
-                 concurrency: int = 64, timeout: float = 300.0) -> None:
+                 concurrency: int = 64, timeout: float = 300.0, max_retries: int = 2,
+                 client: openai.OpenAI | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise BackendError(f"vLLM url must be http(s)://host:port/v1, got {url!r}")
         self.url, self.model, self.tokenizer = url.rstrip("/"), model, tokenizer
-        self.api_key, self.timeout = api_key, timeout
+        self.client = client or openai.OpenAI(base_url=self.url, api_key=api_key or "EMPTY",
+                                              max_retries=max_retries, timeout=timeout)
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vllm-remote")
 
     def generate(self, embeds: Tensor, mask: Tensor, settings: GenerationSettings,
@@ -216,26 +226,32 @@ class RemoteVLLMBackend:
         return done
 
     def _one(self, row: Tensor, fields: dict[str, Any], max_new_tokens: int) -> Completion:
-        body = {"model": self.model, "prompt_embeds": encode_embeds(row), "return_token_ids": True, **fields}
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(f"{self.url}/completions", json.dumps(body).encode(), headers)
+        extra = {k: v for k, v in fields.items() if k not in _OPENAI_FIELDS}
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                choice = json.loads(resp.read())["choices"][0]
-        except urllib.error.HTTPError as exc:
-            raise BackendError(f"vLLM server {self.url}: HTTP {exc.code}: {exc.read()[:300]!r}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            raise BackendError(f"vLLM server {self.url} unreachable: {exc}") from exc
-        ids = choice.get("token_ids")
+            response = self.client.completions.create(
+                model=self.model, prompt="", **{k: v for k, v in fields.items() if k in _OPENAI_FIELDS},
+                extra_body={"prompt_embeds": encode_embeds(row), "return_token_ids": True, **extra})
+        except openai.APIStatusError as exc:
+            raise BackendError(f"vLLM server {self.url}: HTTP {exc.status_code}: {_error_text(exc)}") from exc
+        except openai.APIConnectionError as exc:   # refused, reset, timed out (after the retries)
+            raise BackendError(f"vLLM server {self.url} unreachable: {type(exc).__name__}: {exc}") from exc
+        choice = response.choices[0]
+        ids = (choice.model_extra or {}).get("token_ids")   # vLLM's return_token_ids
         if ids is None:   # servers without return_token_ids: re-tokenise the text
-            ids = self.tokenizer.encode(choice.get("text", ""), add_special_tokens=False)
+            ids = self.tokenizer.encode(choice.text or "", add_special_tokens=False)
         c = trim(ids, self.tokenizer.eos_token_id, None, max_new_tokens)
-        return Completion(c.token_ids, choice.get("finish_reason") or c.finish_reason)
+        return Completion(c.token_ids, choice.finish_reason or c.finish_reason)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False)
+        self.client.close()
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    """The server's error message on one line (vLLM: ``{"error": {"message": …}}``), at most 300 chars."""
+    body = exc.body
+    message = body.get("message") if isinstance(body, dict) else None
+    return " ".join(str(message or exc.response.text or exc.message).split())[:300]
 
 
 def _replay(done: list[Completion], on_token: TokenCallback | None) -> None:

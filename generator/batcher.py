@@ -3,6 +3,8 @@ through ``Engine.generate`` together (up to ``max_batch``, waiting at most ``max
 
 Requests with different decoding settings are generated in separate groups of one batch.
 Streaming requests get their text deltas pushed into an asyncio queue while the batch decodes.
+Counts (batches, studies, tokens, failures, batch sizes, queue wait and depth) are Prometheus
+metrics on the registry the caller passes (the API server's, one per app).
 """
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from generator.engine import Engine, StudyInput
 from generator.model import GenerationResult
@@ -33,15 +38,24 @@ class Job:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
-@dataclass
-class BatchStats:
-    requests: int = 0
-    batches: int = 0
-    studies: int = 0
-    tokens: int = 0
-    failures: int = 0
-    batch_size_counts: dict[int, int] = field(default_factory=lambda: defaultdict(int))
-    queue_seconds: float = 0.0
+class BatchMetrics:
+    """The batcher's Prometheus metrics, registered on ``registry`` (prometheus_client is thread-safe:
+    the worker thread counts, the event loop scrapes)."""
+
+    def __init__(self, registry: CollectorRegistry, max_batch: int, depth: Callable[[], int]) -> None:
+        sizes = sorted({2 ** k for k in range(max_batch.bit_length()) if 2 ** k < max_batch} | {max_batch})
+        self.batches = Counter("r2genkg_batches", "Batches generated (one per group of equal settings)",
+                               registry=registry)
+        self.studies = Counter("r2genkg_studies_generated", "Studies generated", registry=registry)
+        self.tokens = Counter("r2genkg_tokens_generated", "Tokens generated", registry=registry)
+        self.failures = Counter("r2genkg_generation_failures", "Studies whose batch failed to generate",
+                                registry=registry)
+        self.batch_size = Histogram("r2genkg_batch_size", "Studies per batch", buckets=sizes, registry=registry)
+        self.queue_wait = Histogram("r2genkg_queue_wait_seconds", "Time a study waited for its batch",
+                                    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
+                                    registry=registry)
+        self.queue_depth = Gauge("r2genkg_queue_depth", "Requests waiting for a batch", registry=registry)
+        self.queue_depth.set_function(depth)
 
 
 class _Streamer:
@@ -81,14 +95,15 @@ def _resolve(future: asyncio.Future, result: GenerationResult | None, error: Bas
 
 
 class DynamicBatcher:
-    def __init__(self, engine: Engine, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 256) -> None:
+    def __init__(self, engine: Engine, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 256,
+                 registry: CollectorRegistry | None = None) -> None:
         if max_batch < 1 or max_wait_ms < 0 or max_queue < 1:
             raise ValueError(f"DynamicBatcher: max_batch={max_batch}, max_wait_ms={max_wait_ms}, "
                              f"max_queue={max_queue} must be ≥ 1, ≥ 0, ≥ 1")
         self.engine, self.max_batch, self.max_wait = engine, max_batch, max_wait_ms / 1000
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=max_queue)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")   # owns the engine
-        self.stats = BatchStats()
+        self.metrics = BatchMetrics(registry or CollectorRegistry(), max_batch, self.queue.qsize)
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -104,7 +119,6 @@ class DynamicBatcher:
             self.queue.put_nowait(job)
         except asyncio.QueueFull as exc:
             raise QueueFullError(f"the server is busy: {self.queue.maxsize} requests are waiting") from exc
-        self.stats.requests += 1
 
     @property
     def depth(self) -> int:
@@ -142,23 +156,24 @@ class DynamicBatcher:
 
     def _generate(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:
         """Runs in the worker thread."""
-        now = time.perf_counter()
-        self.stats.queue_seconds += sum(now - j.queued_at for j in jobs)
+        now, m = time.perf_counter(), self.metrics
+        for job in jobs:
+            m.queue_wait.observe(now - job.queued_at)
         streamers = {i: _Streamer(j, self.engine.model.tokenizer, loop) for i, j in enumerate(jobs) if j.deltas}
         tap = (lambda i, t: streamers[i].token(t) if i in streamers else None) if streamers else None
         try:
             results = self.engine.generate([j.study for j in jobs], jobs[0].settings, tap)
         except Exception as exc:  # reported to every request of the group; the server lives on
             log.exception("generation failed for a batch of %d", len(jobs))
-            self.stats.failures += len(jobs)
+            m.failures.inc(len(jobs))
             for job in jobs:
                 loop.call_soon_threadsafe(_resolve, job.future, None, exc)
             return
-        self.stats.batches += 1
-        self.stats.studies += len(jobs)
-        self.stats.batch_size_counts[len(jobs)] += 1
+        m.batches.inc()
+        m.studies.inc(len(jobs))
+        m.batch_size.observe(len(jobs))
         for i, (job, result) in enumerate(zip(jobs, results)):
-            self.stats.tokens += result.completion_tokens
+            m.tokens.inc(result.completion_tokens)
             if i in streamers:
                 streamers[i].finish(result.report)
             loop.call_soon_threadsafe(_resolve, job.future, result, None)

@@ -1,12 +1,13 @@
 """OpenAI-compatible API: POST /v1/chat/completions with chest X-ray images → the report.
 
-Request: OpenAI chat messages; the last user message's ``image_url`` parts are the study's views
-(``data:`` URIs of base64 PNG, JPEG or DICOM; remote http(s) URLs only for allowlisted hosts).
-Response: ``choices[0].message.content`` is the report; ``r2genkg`` carries the 14 observation
-probabilities and the evidence (KG seeds and nodes, retrieved token ids); ``stream: true`` sends
-OpenAI chunks as server-sent events. Clients never send tensors or embeddings: a request with
-``prompt_embeds`` or any non-text, non-image content is refused (cf. vLLM CVE-2025-62164, where
-a client-sent tensor crashed or compromised the server). API keys are on unless disabled.
+Request: OpenAI chat messages, validated by the pydantic ``ChatCompletionRequest`` (unknown fields
+and content parts other than text / image_url are refused with OpenAI's 400 error, so a client
+never sends tensors or embeddings, cf. vLLM CVE-2025-62164); the last user message's ``image_url``
+parts are the study's views (``data:`` URIs of base64 PNG, JPEG or DICOM; remote http(s) URLs
+only for allowlisted hosts). Response: ``choices[0].message.content`` is the report; ``r2genkg``
+carries the 14 observation probabilities and the evidence (KG seeds and nodes, retrieved token
+ids); ``stream: true`` sends OpenAI chunks as server-sent events. API keys are on unless
+disabled. ``/metrics`` is prometheus_client's exposition of one registry per app.
 """
 from __future__ import annotations
 
@@ -21,16 +22,20 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import choose_encoder
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxr.images import ImageTooLargeError, decode_image_bytes
 from cxr.records import DataError
@@ -42,8 +47,6 @@ from generator.settings import GenerationSettings
 log = logging.getLogger(__name__)
 DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*);base64,(?P<data>.*)$", re.DOTALL)
 IMAGE_MIMES = frozenset({"image/png", "image/jpeg", "image/jpg", "application/dicom", "image/dicom"})
-PART_TYPES = frozenset({"text", "image_url"})
-FORBIDDEN_FIELDS = ("prompt_embeds", "embeddings", "inputs_embeds", "tensor")
 
 
 @dataclass
@@ -87,25 +90,130 @@ class APIError(Exception):
                                        "code": self.code}}, status_code=self.status)
 
 
+# ---- request body ------------------------------------------------------------------------------
+# extra="forbid": a field this server does not use (``prompt_embeds``, ``inputs_embeds``, …) is a
+# 400 naming it; strict: no "24" for 24 or true for 1.
+_BODY = ConfigDict(extra="forbid", strict=True)
+
+
+class ImageURL(BaseModel):
+    model_config = _BODY
+    url: str                                        # data: URI, or http(s) on an allowlisted host
+    detail: Literal["auto", "low", "high"] | None = None   # accepted, unused: the model sees every pixel
+
+
+class TextPart(BaseModel):
+    model_config = _BODY
+    type: Literal["text"]
+    text: str                                       # accepted, unused: the model's prompt is fixed
+
+
+class ImagePart(BaseModel):
+    model_config = _BODY
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+def _content_kind(content: Any) -> str:
+    return "string" if isinstance(content, str) else "parts"
+
+
+# a string or a list of parts; a callable discriminator so that a bad part reports only its own error
+Content = Annotated[Annotated[str, Tag("string")] | Annotated[list[ContentPart], Tag("parts")],
+                    Discriminator(_content_kind)]
+
+
+class Message(BaseModel):
+    model_config = _BODY
+    role: Literal["system", "user", "assistant"]
+    content: Content
+    name: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = _BODY
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The part of OpenAI's chat request this server uses. The openai client sends ``model`` and
+    ``messages`` (plus ``stream`` when streaming) and nothing else unless asked."""
+
+    model_config = _BODY
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)               # the upper bound is ServerConfig.max_tokens
+    max_completion_tokens: int | None = Field(None, ge=1)    # OpenAI's newer name; wins over max_tokens
+    temperature: float | None = Field(None, ge=0, le=2)      # 0 → the checkpoint's deterministic decoding
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    n: int | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int | None) -> int | None:
+        if n not in (None, 1):
+            raise ValueError("only n=1 is supported")
+        return n
+
+
+def _field_path(loc: Sequence[int | str], body: Any, missing: bool) -> str:
+    """pydantic's error location as the client wrote it (``messages.0.content.1.image_url.url``).
+
+    pydantic puts union tags into locations (``content.parts.1.image_url.image_url.url``): a step
+    that does not address into the body, or that names a part's own ``type``, is a tag and dropped.
+    """
+    path: list[str] = []
+    node, previous = body, None
+    for i, step in enumerate(loc):
+        is_tag = isinstance(previous, int) and isinstance(node, dict) and node.get("type") == step
+        if isinstance(node, dict) and isinstance(step, str) and step in node and not is_tag:
+            path.append(step[:64])   # a client's key: keep the message short
+            node = node[step]
+        elif isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+            path.append(str(step))
+            node = node[step]
+        elif missing and i == len(loc) - 1:   # the missing field itself
+            path.append(str(step))
+        previous = step
+    return ".".join(path)
+
+
+def validation_error(exc: RequestValidationError) -> APIError:
+    """The first of pydantic's errors as one line naming the field, in OpenAI's error object."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = list(err["loc"])[1:] if err["loc"] and err["loc"][0] == "body" else list(err["loc"])
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "json_invalid":
+        return APIError(400, f"request body is not JSON: {ctx.get('error', err['msg'])} (at character "
+                        f"{loc[0] if loc else 0})", code=kind)
+    path = _field_path(loc, exc.body, missing=kind == "missing")
+    if kind in {"union_tag_invalid", "union_tag_not_found"}:
+        path = ".".join(p for p in (path, str(ctx.get("discriminator", "type")).strip("'")) if p)
+    if kind == "extra_forbidden":
+        why = ("unknown field, not accepted (this API takes only the chat fields it uses and never takes "
+               "tensors or embeddings from clients)")
+    elif kind == "union_tag_invalid":
+        why = (f"{str(ctx.get('tag'))[:64]!r} is not accepted, only {ctx.get('expected_tags')} (tensors and "
+               "embeddings are never accepted)")
+    elif kind == "union_tag_not_found":
+        why = "field required"
+    elif kind == "value_error" and "error" in ctx:
+        why = str(ctx["error"])
+    else:
+        why = err["msg"]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    message = " ".join(f"{path or 'request body'}: {why}{more}".split())   # one line, whatever the keys hold
+    return APIError(400, message, param=path or None, code=kind)
+
+
 # ---- request → study --------------------------------------------------------------------------
-def _parts(body: dict[str, Any]) -> list[dict[str, Any]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise APIError(400, "`messages` must be a non-empty list", param="messages")
-    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    if not users:
-        raise APIError(400, "no user message: send the images in a user message", param="messages")
-    for m in messages:   # no tensors anywhere, in any message
-        content = m.get("content") if isinstance(m, dict) else None
-        for part in content if isinstance(content, list) else []:
-            if not isinstance(part, dict) or part.get("type") not in PART_TYPES:
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise APIError(400, f"content part type {kind!r} is not accepted: only text and image_url "
-                               "(tensors and embeddings are never accepted)", param="messages")
-    content = users[-1].get("content")
-    return content if isinstance(content, list) else []
-
-
 def _image_bytes(url: str, config: ServerConfig, k: int) -> bytes:
     if url.startswith("data:"):
         match = DATA_URI.match(url)
@@ -159,15 +267,12 @@ def _too_large(k: int, size: int, config: ServerConfig) -> APIError:
                     param="messages", code="image_too_large")
 
 
-def read_study(body: dict[str, Any], config: ServerConfig) -> StudyInput:
-    urls = []
-    for part in _parts(body):
-        if part.get("type") == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise APIError(400, "image_url needs a url string", param="messages")
-            urls.append(url)
+def read_study(request: ChatCompletionRequest, config: ServerConfig) -> StudyInput:
+    users = [m for m in request.messages if m.role == "user"]
+    if not users:
+        raise APIError(400, "no user message: send the images in a user message", param="messages")
+    content = users[-1].content
+    urls = [p.image_url.url for p in content if isinstance(p, ImagePart)] if isinstance(content, list) else []
     if not urls:
         raise APIError(400, "no image: add one image_url part per view of the study", param="messages",
                        code="missing_image")
@@ -186,32 +291,24 @@ def read_study(body: dict[str, Any], config: ServerConfig) -> StudyInput:
     return StudyInput(f"req-{uuid.uuid4().hex[:12]}", views)
 
 
-def read_settings(body: dict[str, Any], defaults: GenerationSettings, config: ServerConfig) -> GenerationSettings:
-    for name in FORBIDDEN_FIELDS:
-        if name in body:
-            raise APIError(400, f"`{name}` is not accepted: this API never takes tensors or embeddings from "
-                           "clients", param=name)
-    if body.get("n", 1) != 1:
-        raise APIError(400, "only n=1 is supported", param="n")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+def read_settings(request: ChatCompletionRequest, defaults: GenerationSettings,
+                  config: ServerConfig) -> GenerationSettings:
+    """The request's decoding on top of the checkpoint's; types and ranges were checked by pydantic."""
     settings = defaults
+    max_tokens = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
     if max_tokens is not None:
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= config.max_tokens:
-            raise APIError(400, f"max_tokens must be an integer in [1, {config.max_tokens}], got {max_tokens!r}",
+        if max_tokens > config.max_tokens:
+            raise APIError(400, f"max_tokens must be an integer in [1, {config.max_tokens}], got {max_tokens}",
                            param="max_tokens")
         settings = replace(settings, max_new_tokens=max_tokens)
-    temperature, top_p, seed = body.get("temperature"), body.get("top_p"), body.get("seed")
-    try:
-        if temperature is not None and temperature > 0:   # sampling; beams are for deterministic decoding
-            settings = replace(settings, temperature=float(temperature), num_beams=1)
-        elif temperature is not None:
-            settings = replace(settings, temperature=0.0)
-        if top_p is not None:
-            settings = replace(settings, top_p=float(top_p))
-        if seed is not None:
-            settings = replace(settings, seed=int(seed))
-    except (TypeError, ValueError) as exc:
-        raise APIError(400, f"bad sampling parameter: {exc}", param="temperature") from exc
+    if request.temperature is not None and request.temperature > 0:   # sampling; beams are for deterministic decoding
+        settings = replace(settings, temperature=request.temperature, num_beams=1)
+    elif request.temperature is not None:
+        settings = replace(settings, temperature=0.0)
+    if request.top_p is not None:
+        settings = replace(settings, top_p=request.top_p)
+    if request.seed is not None:
+        settings = replace(settings, seed=request.seed)
     return settings
 
 
@@ -226,33 +323,21 @@ def usage(result: GenerationResult) -> dict[str, int]:
             "total_tokens": result.prompt_tokens + result.completion_tokens}
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.responses: dict[int, int] = {}
-        self.latency_sum = 0.0
-        self.latency_count = 0
+class HTTPMetrics:
+    """Responses by status and chat latency, on the app's registry beside the batcher's metrics."""
 
-    def render(self, batcher: DynamicBatcher) -> str:
-        s = batcher.stats
-        lines = ["# TYPE r2genkg_http_responses_total counter"]
-        lines += [f'r2genkg_http_responses_total{{status="{k}"}} {v}' for k, v in sorted(self.responses.items())]
-        lines += ["# TYPE r2genkg_studies_generated_total counter", f"r2genkg_studies_generated_total {s.studies}",
-                  "# TYPE r2genkg_tokens_generated_total counter", f"r2genkg_tokens_generated_total {s.tokens}",
-                  "# TYPE r2genkg_generation_failures_total counter", f"r2genkg_generation_failures_total {s.failures}",
-                  "# TYPE r2genkg_batches_total counter", f"r2genkg_batches_total {s.batches}",
-                  "# TYPE r2genkg_batch_size_total counter"]
-        lines += [f'r2genkg_batch_size_total{{size="{k}"}} {v}' for k, v in sorted(s.batch_size_counts.items())]
-        lines += ["# TYPE r2genkg_queue_depth gauge", f"r2genkg_queue_depth {batcher.depth}",
-                  "# TYPE r2genkg_queue_seconds_total counter", f"r2genkg_queue_seconds_total {s.queue_seconds:.6f}",
-                  "# TYPE r2genkg_request_seconds summary",
-                  f"r2genkg_request_seconds_sum {self.latency_sum:.6f}",
-                  f"r2genkg_request_seconds_count {self.latency_count}"]
-        return "\n".join(lines) + "\n"
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.responses = Counter("r2genkg_http_responses", "HTTP responses by status code", ["status"],
+                                 registry=registry)
+        self.latency = Histogram("r2genkg_request_seconds", "POST /v1/chat/completions until the response "
+                                 "starts (streams: their first chunk)", registry=registry,
+                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 
 
 def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
-    batcher = DynamicBatcher(engine, config.max_batch, config.max_wait_ms, config.max_queue)
-    metrics = Metrics()
+    registry = CollectorRegistry()   # per app: two apps in one process keep their own counts
+    batcher = DynamicBatcher(engine, config.max_batch, config.max_wait_ms, config.max_queue, registry)
+    metrics = HTTPMetrics(registry)
     keys = [k.encode() for k in config.api_keys]
 
     @asynccontextmanager
@@ -265,7 +350,7 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
 
     app = FastAPI(title="R2GenKG", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
-    app.state.batcher, app.state.metrics = batcher, metrics
+    app.state.batcher, app.state.registry = batcher, registry
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -283,10 +368,12 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
             response = await call_next(request)
         except APIError as exc:
             response = exc.response()
-        metrics.responses[response.status_code] = metrics.responses.get(response.status_code, 0) + 1
+        except Exception as exc:   # answered here, not by an outer handler, so that it is counted
+            log.exception("unhandled error")
+            response = APIError(500, f"internal error: {type(exc).__name__}", type_="server_error").response()
+        metrics.responses.labels(status=str(response.status_code)).inc()
         if request.url.path == "/v1/chat/completions":
-            metrics.latency_sum += time.perf_counter() - t0
-            metrics.latency_count += 1
+            metrics.latency.observe(time.perf_counter() - t0)
         return response
 
     def _authorise(request: Request) -> None:
@@ -304,12 +391,14 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return APIError(400, f"invalid request: {exc.errors()[:3]}").response()
+        return validation_error(exc).response()
 
-    @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return APIError(500, f"internal error: {type(exc).__name__}", type_="server_error").response()
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:   # 404, 405, unparsable body
+        response = APIError(exc.status_code, str(exc.detail),
+                            type_="invalid_request_error" if exc.status_code < 500 else "server_error").response()
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -317,8 +406,9 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
                 "engine": engine.backend.kind.value, "queue_depth": batcher.depth}
 
     @app.get("/metrics")
-    async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(batcher), media_type="text/plain; version=0.0.4")
+    async def prometheus(request: Request) -> Response:
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))   # text 0.0.4 unless asked
+        return Response(encode(registry), media_type=content_type)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -326,18 +416,12 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
                                             "owned_by": "r2genkg", "r2genkg_model_id": engine.model_id}]}
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request):
+    async def chat(request: ChatCompletionRequest):   # FastAPI validates; errors → _validation
         t0 = time.perf_counter()
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise APIError(400, f"request body is not JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise APIError(400, "request body must be a JSON object")
-        settings = read_settings(body, engine.default_settings, config)
-        study = await run_in_threadpool(read_study, body, config)   # decoding off the event loop
+        settings = read_settings(request, engine.default_settings, config)
+        study = await run_in_threadpool(read_study, request, config)   # decoding off the event loop
         loop = asyncio.get_running_loop()
-        stream = bool(body.get("stream"))
+        stream = bool(request.stream)
         job = Job(study, settings, loop.create_future(), asyncio.Queue() if stream else None)
         try:
             batcher.submit(job)
@@ -345,8 +429,7 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
             raise APIError(503, str(exc), type_="server_error", code="overloaded") from exc
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if stream:
-            options = body.get("stream_options")
-            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            include_usage = request.stream_options is not None and request.stream_options.include_usage
             return StreamingResponse(_sse(job, rid, created, include_usage, t0), media_type="text/event-stream")
         try:
             result = await job.future

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -145,18 +146,33 @@ class _PromptEmbedsServer(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.seen.append({k: v for k, v in body.items() if k != "prompt_embeds"} | {"path": self.path})
+        self.seen.append({k: v for k, v in body.items() if k != "prompt_embeds"}
+                         | {"path": self.path, "authorization": self.headers["Authorization"]})
         tensor = torch.load(io.BytesIO(base64.b64decode(body["prompt_embeds"])), weights_only=True)
         settings = GenerationSettings(max_new_tokens=body["max_tokens"])
         c = self.backend.generate(tensor[None], torch.ones(1, tensor.shape[0], dtype=torch.long), settings)[0]
-        payload = json.dumps({"choices": [{"text": "", "token_ids": c.token_ids, "finish_reason": c.finish_reason}]})
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(payload.encode())
+        _reply(self, 200, _completion(c.token_ids, c.finish_reason))
 
     def log_message(self, *args) -> None:
         pass
+
+
+def _completion(token_ids: list[int], finish_reason: str, text: str = "") -> dict:
+    """vLLM's /v1/completions answer, with `token_ids` as `return_token_ids` adds it."""
+    return {"id": "cmpl-0", "object": "text_completion", "created": 0, "model": "llm_export",
+            "choices": [{"index": 0, "text": text, "token_ids": token_ids, "finish_reason": finish_reason,
+                         "logprobs": None}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": len(token_ids), "total_tokens": len(token_ids)}}
+
+
+def _reply(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    for name, value in {"Content-Type": "application/json", "Content-Length": str(len(data)),
+                        **(headers or {})}.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def test_remote_backend_sends_vllm_wire_format_and_matches_hf(engine):
@@ -178,6 +194,8 @@ def test_remote_backend_sends_vllm_wire_format_and_matches_hf(engine):
         assert [r.report for r in sent] == [r.report for r in local]
         first = handler.seen[0]
         assert first["path"] == "/v1/completions" and first["model"] == "llm_export"
+        assert first["prompt"] == "" and first["return_token_ids"] is True   # vLLM: "" + prompt_embeds
+        assert first["authorization"] == "Bearer k"
         assert first["temperature"] == 0.0 and first["max_tokens"] == 24
         assert first["stop_token_ids"] == [engine.model.tokenizer.eos_token_id]
         with pytest.raises(BackendError, match="beam search"):
@@ -185,6 +203,74 @@ def test_remote_backend_sends_vllm_wire_format_and_matches_hf(engine):
         remote.close()
     finally:
         server.shutdown()
+
+
+class _ScriptedServer(BaseHTTPRequestHandler):
+    """Answers POSTs from a script of (status, payload) and counts them."""
+
+    script: list[tuple[int, dict]]
+    calls: list[str]
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.calls.append(self.path)
+        status, payload = self.script[min(len(self.calls), len(self.script)) - 1]
+        _reply(self, status, payload, {"retry-after-ms": "10"})   # the openai client waits 10 ms, not 0.5 s
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _Tokenizer:
+    eos_token_id = 0
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [len(word) for word in text.split()]
+
+
+def _scripted(script: list[tuple[int, dict]]):
+    handler = type("S", (_ScriptedServer,), {"script": script, "calls": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, handler.calls
+
+
+@pytest.mark.parametrize(("script", "calls", "outcome"), [
+    ([(503, {"error": {"message": "loading"}}), (200, _completion([7, 8, 0, 5], "stop"))], 2, [7, 8]),
+    ([(401, {"error": {"message": "bad key", "type": "Unauthorized"}})], 1, "HTTP 401: bad key"),
+    ([(503, {"error": {"message": "still\nloading"}})], 3, "HTTP 503: still loading"),
+    ([(200, {**_completion([], "length"), "choices": [{"index": 0, "text": "no ids here", "finish_reason": "length",
+                                                        "logprobs": None}]})], 1, [2, 3, 4]),
+])
+def test_remote_backend_retries_what_may_pass_and_names_the_server(script, calls, outcome):
+    """503 is retried (twice by default), 401 is not; errors are one line naming the server; without
+    `token_ids` the text is re-tokenised."""
+    server, seen = _scripted(script)
+    url = f"http://127.0.0.1:{server.server_port}/v1"
+    remote = RemoteVLLMBackend(url, "llm_export", _Tokenizer(), concurrency=2)  # type: ignore[arg-type]
+    one_row = torch.zeros(1, 3, 4), torch.ones(1, 3), GenerationSettings(max_new_tokens=3)
+    try:
+        if isinstance(outcome, str):
+            with pytest.raises(BackendError) as err:
+                remote.generate(*one_row)
+            assert str(err.value) == f"vLLM server {url}: {outcome}"
+        else:
+            assert remote.generate(*one_row)[0].token_ids == outcome
+        assert seen == ["/v1/completions"] * calls
+    finally:
+        remote.close()
+        server.shutdown()
+
+
+def test_remote_backend_names_an_unreachable_server():
+    with socket.socket() as s:   # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    remote = RemoteVLLMBackend(url, "m", _Tokenizer(), max_retries=0)  # type: ignore[arg-type]
+    with pytest.raises(BackendError, match=rf"^vLLM server {url} unreachable: APIConnectionError"):
+        remote.generate(torch.zeros(1, 3, 4), torch.ones(1, 3), GenerationSettings(max_new_tokens=3))
+    remote.close()
 
 
 def test_encode_embeds_round_trips():

@@ -1,6 +1,8 @@
 """The OpenAI-compatible API, served by uvicorn on a free loopback port and called with the
 official `openai` client: reports from PNG / JPEG / DICOM views, streaming, the r2genkg extension,
-auth, every input limit, refusal of tensors and remote URLs, and 16 concurrent requests batched."""
+auth, every input limit, pydantic's refusals as OpenAI errors naming the field (tensors, unknown
+fields, bad parts), remote URLs, /metrics read with prometheus_client's parser, and 16 concurrent
+requests batched."""
 from __future__ import annotations
 
 import base64
@@ -21,6 +23,7 @@ import openai
 import pytest
 import uvicorn
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from generator.batcher import DynamicBatcher, QueueFullError
 from generator.engine import Engine, EngineConfig, StudyInput
@@ -58,6 +61,13 @@ class Served:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        """/metrics parsed by prometheus_client: (sample name, sorted labels) → value."""
+        status, text = self.get("/metrics")
+        assert status == 200
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -160,6 +170,9 @@ def test_auth_is_required(served):
     (lambda: [data_uri(pixels(8))], {"max_tokens": 4096}, 400, "max_tokens"),
     (lambda: [data_uri(pixels(9))], {"n": 2}, 400, "n=1"),
     (lambda: [data_uri(pixels(10))], {"extra_body": {"prompt_embeds": "AAAA"}}, 400, "never takes tensors"),
+    (lambda: [data_uri(pixels(10))], {"frequency_penalty": 0.5}, 400, "frequency_penalty: unknown field"),
+    (lambda: [data_uri(pixels(10))], {"max_tokens": 0}, 400, "max_tokens: Input should be greater than"),
+    (lambda: [data_uri(pixels(10))], {"temperature": "0.5"}, 400, "temperature: Input should be a valid number"),
 ])
 def test_bad_requests_get_openai_errors_and_the_server_lives(served, urls, kwargs, status, needle):
     with pytest.raises(openai.APIStatusError) as err:
@@ -171,10 +184,58 @@ def test_bad_requests_get_openai_errors_and_the_server_lives(served, urls, kwarg
 
 
 def test_embeds_as_a_content_part_are_refused(served):
-    msgs = [{"role": "user", "content": [{"type": "prompt_embeds", "prompt_embeds": "AAAA"},
-                                         {"type": "image_url", "image_url": {"url": data_uri(pixels(11))}}]}]
-    with pytest.raises(openai.BadRequestError, match="never accepted"):
+    msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_uri(pixels(11))}},
+                                         {"type": "prompt_embeds", "prompt_embeds": "AAAA"}]}]
+    with pytest.raises(openai.BadRequestError, match="never accepted") as err:
         served.client().chat.completions.create(model="r2genkg", messages=msgs)
+    error = err.value.response.json()["error"]
+    assert error["param"] == "messages.0.content.1.type" and error["type"] == "invalid_request_error"
+    assert error["message"].startswith("messages.0.content.1.type: 'prompt_embeds' is not accepted")
+    assert "\n" not in error["message"] and "AAAA" not in error["message"]   # one line, no input echoed
+
+
+@pytest.mark.parametrize(("part", "param"), [
+    ({"type": "image_url", "image_url": {"url": 5}}, "messages.0.content.0.image_url.url"),
+    ({"type": "image_url", "image_url": {"url": "data:,", "tensor": "AAAA"}}, "messages.0.content.0.image_url.tensor"),
+    ({"type": "text"}, "messages.0.content.0.text"),
+    ({"text": "no type"}, "messages.0.content.0.type"),
+])
+def test_a_bad_part_is_named_by_its_path(served, part, param):
+    with pytest.raises(openai.BadRequestError) as err:
+        served.client().chat.completions.create(model="r2genkg", messages=[{"role": "user", "content": [part]}])
+    assert err.value.response.json()["error"]["param"] == param
+
+
+def test_a_body_that_is_not_json_is_an_openai_error(served):
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    try:
+        conn.request("POST", "/v1/chat/completions", b'{"model": ', {"Authorization": f"Bearer {KEY}",
+                                                                    "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        error = json.loads(resp.read())["error"]
+    finally:
+        conn.close()
+    assert resp.status == 400 and error["message"].startswith("request body is not JSON")
+    assert error["type"] == "invalid_request_error" and error["code"] == "json_invalid"
+
+
+def test_every_response_is_counted_by_status(served):
+    def by_status() -> dict[int, float]:
+        m = served.metrics()
+        return {s: m.get(("r2genkg_http_responses_total", (("status", str(s)),)), 0.0) for s in (200, 400, 401, 404)}
+
+    before = by_status()
+    assert served.get("/v1/models")[0] == 401                       # answered by the guard
+    assert served.get("/nowhere")[0] == 404                         # by the HTTPException handler
+    with pytest.raises(openai.BadRequestError):                     # by the RequestValidationError handler
+        served.client().chat.completions.create(model="r2genkg", messages=[])
+    after = by_status()
+    assert {s: after[s] - before[s] for s in before} == {200: 1, 400: 1, 401: 1, 404: 1}   # 200: the first scrape
+
+
+def test_two_apps_in_one_process_keep_their_own_metrics(engine):
+    one, two = (create_app(engine, ServerConfig(api_keys=(KEY,))) for _ in range(2))
+    assert one.state.registry is not two.state.registry
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(served):
@@ -229,17 +290,19 @@ def test_a_full_queue_refuses_more_work():
 
 
 def test_sixteen_concurrent_requests_are_batched(served):
-    def metric(name: str) -> float:
-        text = served.get("/metrics")[1]
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
-
-    batches0, studies0 = metric("r2genkg_batches_total"), metric("r2genkg_studies_generated_total")
+    names = ("r2genkg_batches_total", "r2genkg_studies_generated_total", "r2genkg_batch_size_count",
+             "r2genkg_batch_size_sum", "r2genkg_request_seconds_count", "r2genkg_tokens_generated_total")
+    before = served.metrics()
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda i: ask(served.client(), data_uri(pixels(100 + i)), max_tokens=24),
                                 range(16)))
     assert all(r.choices[0].message.content for r in results)
-    batches, studies = metric("r2genkg_batches_total") - batches0, metric("r2genkg_studies_generated_total") - studies0
+    after = served.metrics()
+    batches, studies, sizes, size_sum, requests, tokens = (after[(n, ())] - before[(n, ())] for n in names)
     assert studies == 16 and batches < 16, f"{batches} batches for 16 requests: nothing was batched"
+    assert sizes == batches and size_sum == 16 and requests == 16
+    assert tokens == sum(r.usage.completion_tokens for r in results)
+    assert after[("r2genkg_queue_depth", ())] == 0
     status, health = served.get("/health")
     assert status == 200 and json.loads(health)["status"] == "ok"
 
