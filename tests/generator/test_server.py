@@ -75,8 +75,8 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_checkpoint: Path):
-    with Engine.from_checkpoint(tiny_checkpoint, EngineConfig(device="cpu", micro_batch=8)) as e:
+def engine(tiny_checkpoint: Path, m3kg_config):
+    with Engine.from_checkpoint(tiny_checkpoint, EngineConfig(device="cpu", micro_batch=8), m3kg_config) as e:
         yield e
 
 
