@@ -1,4 +1,5 @@
-"""Importing any project module must not download anything or change global state."""
+"""Importing any project module must not download anything or change global state (the data
+order of the imports themselves is checked in tests/test_layers.py)."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ import pkgutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 PACKAGES = ["r2genkg", "cxr", "graphdb", "encoders", "retrieval", "generator", "training"]
@@ -43,11 +45,7 @@ def project_modules() -> list[str]:
     return names
 
 
-def test_every_module_is_found():
-    names = project_modules()
-    assert "cxr.observations" in names and "r2genkg.cli" in names
-
-
+@pytest.mark.slow
 def test_import_has_no_side_effects():
     names = project_modules()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(REPO)}  # no HF_* switches: a hub call would hang

@@ -142,6 +142,16 @@ def _drop_incomplete(output_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _refuse_old_layout(output_dir: Path) -> None:
+    """Step checkpoints of r2genkg before accelerate's state (``step-NNNNNNN``) cannot be resumed:
+    say so rather than start over on top of them."""
+    old = sorted((output_dir / CHECKPOINTS).glob("step-*")) if (output_dir / CHECKPOINTS).is_dir() else []
+    if old:
+        raise CheckpointError(f"{output_dir / CHECKPOINTS} holds checkpoints of an older r2genkg ({old[-1].name}, …) "
+                              "that cannot be resumed. Their best/ still loads for test, run_batch and serve; "
+                              "to train again, pass --no-resume (it deletes them) or another train.output_dir.")
+
+
 def check_resumable(saved: dict[str, Any], requested: ExperimentConfig, source: Path) -> None:
     """Raise naming every field that differs, except those a resume may change."""
     diffs = [d for d in diff(saved, to_dict(requested)) if not d.startswith(RESUMABLE_CHANGES)]
@@ -165,11 +175,12 @@ class Trainer:
         project = ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "tensorboard"),
                                        automatic_checkpoint_naming=True, total_limit=tc.keep_checkpoints)
         if resume:
+            _refuse_old_layout(self.out)
             _drop_incomplete(self.out)
         self.resume_from = latest_checkpoint(self.out) if resume else None
         if self.resume_from is not None:
             check_resumable(self._saved_experiment(self.resume_from), config, self.resume_from)
-        elif (self.out / CHECKPOINTS).exists():
+        elif (self.out / CHECKPOINTS).exists():   # --no-resume, or nothing complete to resume from
             shutil.rmtree(self.out / CHECKPOINTS)
         self.accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no",
                                        project_config=project,

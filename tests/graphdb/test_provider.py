@@ -42,6 +42,7 @@ def _open_and_count(path: str, queue: mp.Queue) -> None:
     store.close()
 
 
+@pytest.mark.slow
 def test_two_processes_read_one_store_while_a_third_holds_it(m3kg_store):
     """Training, evaluation and the API each open the graph read-only: they can run together."""
     ctx = mp.get_context("spawn")

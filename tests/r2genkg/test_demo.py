@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -20,6 +21,7 @@ def make_app() -> typer.Typer:
     return app
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_resumes(tmp_path):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--train-studies", "12", "--test-studies", "5",

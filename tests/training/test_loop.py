@@ -120,3 +120,12 @@ def test_evaluate_checkpoint_writes_metrics_auroc_and_evidence(shared):
     assert ev["seeds"] and ev["node_ids"] and isinstance(ev["retrieved"], dict)
     saved = torch.load(result.best / "model.pt", weights_only=True)
     assert set(saved) and all(torch.isfinite(v.float()).all() for v in saved.values())
+
+
+def test_checkpoints_of_an_older_version_are_kept_and_named(shared):
+    cfg = experiment(shared, "old_layout")
+    old = Path(cfg.train.output_dir) / "checkpoints" / "step-0000002"
+    old.mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"older r2genkg \(step-0000002.*--no-resume"):
+        train(cfg, shared[1], resume=True, progress=False)
+    assert old.is_dir()   # nothing already written is lost

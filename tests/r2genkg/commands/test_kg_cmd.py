@@ -23,6 +23,7 @@ def kg(*args) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.mark.slow
 def test_load_build_stats_subgraphs_resume(tmp_path: Path, small_annotation: Path):
     store = tmp_path / "kg"
     code, out = kg("load-m3kg", "--store-path", store)
