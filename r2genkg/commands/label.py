@@ -6,7 +6,6 @@ Output: a CSV with ``Reports`` then the 14 observation columns holding 1.0 / 0.0
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -15,10 +14,10 @@ import typer
 from tqdm.auto import tqdm
 
 from cxr.observations import OBSERVATIONS
+from cxr.readers.r2gen import load_annotation
 from cxr.records import DataError
 
 REPORTS_COLUMN = "Reports"
-SPLITS = ("train", "val", "test")
 
 
 def read_reports_csv(path: Path) -> list[str]:
@@ -37,25 +36,6 @@ def read_reports_csv(path: Path) -> list[str]:
     return reports
 
 
-def read_reports_annotation(path: Path, split: str | None = None) -> list[str]:
-    """Reports of an R2Gen annotation.json, in file order (train, val, test) or of one split."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected an object with keys {SPLITS}, got {type(data).__name__}")
-    if split is not None and split not in data:
-        raise DataError(f"{path}: no split {split!r}; it has {sorted(data)}")
-    reports: list[str] = []
-    for name in [split] if split else [s for s in data]:
-        for i, item in enumerate(data[name]):
-            if not isinstance(item, dict) or not isinstance(item.get("report"), str):
-                raise DataError(f"{path}: {name}[{i}] has no string field 'report'")
-            reports.append(item["report"])
-    return reports
-
-
 def _load(reports_path: Path | None, annotation: Path | None, split: str | None) -> list[str]:
     if (reports_path is None) == (annotation is None):
         raise typer.BadParameter("give exactly one of --reports-path or --annotation")
@@ -64,6 +44,21 @@ def _load(reports_path: Path | None, annotation: Path | None, split: str | None)
     if reports_path is not None:
         return read_reports_csv(reports_path)
     return read_reports_annotation(annotation, split)
+
+
+def read_reports_annotation(path: Path, split: str | None = None) -> list[str]:
+    """The reports of an R2Gen annotation.json (only ``report`` is needed: no image paths), in file
+    order or of one split; the file is parsed by the R2Gen reader's ``load_annotation``."""
+    data = load_annotation(path)
+    if split is not None and split not in data:
+        raise DataError(f"{path}: no split {split!r}; it has {sorted(data)}")
+    reports: list[str] = []
+    for name in [split] if split else list(data):
+        for i, item in enumerate(data[name]):
+            if not isinstance(item, dict) or not isinstance(item.get("report"), str):
+                raise DataError(f"{path}: {name}[{i}] has no string field 'report'")
+            reports.append(item["report"])
+    return reports
 
 
 def write_labels_csv(path: Path, reports: list[str], labels: np.ndarray) -> None:
