@@ -70,7 +70,7 @@ class TextEncoder:
 
             try:
                 self._model = SentenceTransformer(str(self.model_dir), device=self.device, local_files_only=True)
-            except Exception as err:   # torch / safetensors / tokenizers errors alike → one line
+            except Exception as err:  # noqa: BLE001 - torch / safetensors / tokenizers errors alike → one line
                 reason = " ".join(str(err).split())[:300]
                 raise ValueError(f"text encoder {self.model_dir}: cannot load it ({type(err).__name__}: "
                                  f"{reason})") from None

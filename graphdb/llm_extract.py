@@ -26,7 +26,15 @@ from tqdm.auto import tqdm
 from cxr.files import write_text_atomic
 from cxr.records import DataError, ErrorPolicy, StudyRecord
 from graphdb.accumulate import GraphAccumulator, study_node
-from graphdb.schema import RELATION_MEANINGS, RELATIONS, Certainty, EntityType, KnowledgeGraph, Relation, normalize
+from graphdb.schema import (
+    RELATION_MEANINGS,
+    RELATIONS,
+    Certainty,
+    EntityType,
+    KnowledgeGraph,
+    Relation,
+    normalize,
+)
 from graphdb.vocabulary import DictEntry, EntityDictionary
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ STORE_FLAGS: dict[str, tuple[str, Any, str]] = {
     "user": ("--neo4j-user", str, "Neo4j user."),
     "database": ("--neo4j-database", str, "Neo4j database."),
     "features_cache": ("--features-cache", Path, "Where node text embeddings are cached."),
-    "features_model": ("--features-model", Path, "Local sentence-transformers folder for node text; "
-                       "none: the bundled all-MiniLM-L6-v2."),
+    "features_model": ("--features-model", Path,
+                       "Local sentence-transformers folder for node text (none: the bundled all-MiniLM-L6-v2)."),
 }
 
 

@@ -300,9 +300,9 @@ def test_export_merges_lora_into_plain_weights_with_identical_greedy_tokens(tmp_
     """A LoRA checkpoint (adapters perturbed so the merge matters) → export → plain HF model."""
     from transformers import AutoModelForCausalLM
 
+    from generator.checkpoint import build_model, save_model
     from generator.export import export_llm
     from tests.generator.conftest import debug_experiment
-    from generator.checkpoint import build_model, save_model
 
     cfg = debug_experiment(tmp_path, "model.llm.training=lora", "model.llm.lora_r=4")
     bundle = build_model(cfg, tiny_tokenizer, m3kg_config)
