@@ -20,16 +20,19 @@ def _sibling(path: Path, tag: str) -> Path:
 
 
 @contextmanager
-def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
-    """Write ``path`` through a temporary sibling; fsync, then ``os.replace``."""
+def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None,
+                durable: bool = True) -> Iterator[IO[Any]]:
+    """Write ``path`` through a temporary sibling, then ``os.replace``; ``durable`` fsyncs first
+    (skip it for files that are cheap to make again, such as rendered phantoms)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, "tmp")
     try:
         with open(tmp, mode, encoding=encoding) as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

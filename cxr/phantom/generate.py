@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import struct
 import time
 import zlib
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from cxr.files import atomic_file
 from cxr.phantom.render import PHANTOM_VERSION, PhantomConfig, render_study
 from cxr.phantom.spec import FindingSpec, Labeler, specs_from_report
 from cxr.readers.r2gen import read_r2gen
@@ -76,15 +76,9 @@ def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file beside ``path`` then rename: a killed run never leaves half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """A killed run never leaves half a PNG (cxr.files.atomic_file; no fsync: phantoms are remade)."""
+    with atomic_file(path, durable=False) as handle:
+        handle.write(data)
 
 
 def _manifest(config: PhantomConfig) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cxr.observations import OBSERVATIONS, POSITIVE, UNCERTAIN, Observation
+from cxr.observations import OBSERVATIONS, Observation, UncertainPolicy, positive_mask
 
 
 def auroc(scores: np.ndarray, targets: np.ndarray) -> float | None:
@@ -37,5 +37,5 @@ def auroc_per_observation(probabilities: np.ndarray, labels: np.ndarray, uncerta
     if probabilities.shape != labels.shape or probabilities.shape[1:] != (len(observations),):
         raise ValueError(f"probabilities {probabilities.shape} and labels {labels.shape} must both be (n, "
                          f"{len(observations)})")
-    targets = (labels == POSITIVE) | ((labels == UNCERTAIN) & uncertain_positive)
+    targets = positive_mask(labels, UncertainPolicy.ONES if uncertain_positive else UncertainPolicy.ZEROS)
     return {o.value: auroc(probabilities[:, i], targets[:, i]) for i, o in enumerate(observations)}

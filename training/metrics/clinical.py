@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from cxr.observations import OBSERVATIONS, Observation
+from cxr.observations import OBSERVATIONS, Observation, UncertainPolicy, positive_mask
 
 _ALLOWED_LABELS = (1.0, 0.0, -1.0)
 
@@ -125,8 +125,9 @@ def ce_metrics(
             f"observations must be non-empty and distinct, got {[o.value for o in chosen]}"
         )
     columns = [OBSERVATIONS.index(o) for o in chosen]
-    pos_pred = pred[:, columns] == 1.0  # (N, C); NaN == 1.0 is False, i.e. negative
-    pos_ref = ref[:, columns] == 1.0
+    # CE convention: label 1 only is positive (uncertain, negative and blank are not): U-Zeros
+    pos_pred = positive_mask(pred[:, columns], UncertainPolicy.ZEROS)   # (N, C)
+    pos_ref = positive_mask(ref[:, columns], UncertainPolicy.ZEROS)
     tp = np.sum(pos_pred & pos_ref, axis=0)
     fp = np.sum(pos_pred & ~pos_ref, axis=0)
     fn = np.sum(~pos_pred & pos_ref, axis=0)
