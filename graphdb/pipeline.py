@@ -130,6 +130,7 @@ def write_study_subgraphs(store: GraphStore, annotation: Path | None, splits: Se
         raise DataError(f"no studies for split(s) {list(splits or [])} in {annotation or 'the bundled IU annotation'}")
     _require_entities(store)
     t0 = time.perf_counter()
+    _same_settings(out, {"seeds": source, "level_budgets": list(spec.level_budgets)})
     seen = _written_ids(out)
     todo = []
     for r in records:   # a study id listed twice is written once (the first)
@@ -146,6 +147,19 @@ def write_study_subgraphs(store: GraphStore, annotation: Path | None, splits: Se
             handle.flush()
             bar.update(len(part))
     return SubgraphsReport(len(seen), len(todo), time.perf_counter() - t0, out)
+
+
+def _same_settings(out: Path, settings: dict[str, object]) -> None:
+    """``<out>.settings.json`` records how ``out`` was made; a rerun with other settings would mix
+    two kinds of subgraph in one file, so it is refused with one line."""
+    path = out.with_name(out.name + ".settings.json")
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved != settings:
+            raise DataError(f"{out} was written with {saved}, not {settings}: pass another --out, or the same "
+                            "settings to resume it")
+    elif not out.exists():
+        write_text_atomic(path, json.dumps(settings) + "\n")
 
 
 def write_global_subgraph(store: GraphStore, spec: SubgraphSpec, out: Path) -> SubgraphsReport:
