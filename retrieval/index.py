@@ -5,12 +5,11 @@ ids are rows of ``TokenIndex.vectors`` / ``TokenIndex.meta`` (-1 where fewer tha
 
 Design: one faiss sub-index per CheXpert observation. Each of the 14 disease queries searches
 only its own observation's tokens, so a sub-index is exact isolation with no filter cost, and
-each stays small (≤ per_disease tokens). A search over all observations merges the 14 top-k
-lists, which is exact for the flat kind. Excluding a study (training: never retrieve tokens
-of the query's own study) over-fetches ``k + c`` where c is that study's token count in the
-sub-index, and drops its hits; any row that still has fewer than ``min(k, n - c)`` hits
-(possible only for the approximate ivf/hnsw kinds) is redone exactly in numpy, so k results
-are guaranteed whenever k non-excluded tokens exist.
+each stays small (≤ per_disease tokens). Excluding a study (training: never retrieve tokens of
+the query's own study) over-fetches ``k + c`` where c is that study's token count in the
+sub-index, and drops its hits; an ivf row that still has fewer than ``min(k, n - c)`` hits is
+redone probing every list (exact), so k results are guaranteed whenever k non-excluded tokens
+exist. Which kind when: benchmarks/bench_retrieval.py (flat up to ~100k tokens, ivf beyond).
 """
 from __future__ import annotations
 
@@ -26,7 +25,6 @@ from typing import Any
 
 import faiss
 import numpy as np
-import torch
 
 from cxr.observations import OBSERVATIONS
 
@@ -35,6 +33,7 @@ N_OBS = len(OBSERVATIONS)
 MANIFEST = "manifest.json"
 VECTORS = "vectors.npy"
 META = "meta.npz"
+RETIRED_FIELDS = ("hnsw_m", "ef_search", "ef_construction")
 
 
 class IndexFileError(RuntimeError):
@@ -42,30 +41,30 @@ class IndexFileError(RuntimeError):
 
 
 class IndexMismatchError(ValueError):
-    """A saved index does not match the config (or dim) the caller expects."""
+    """A saved index was written in another format version than this code reads."""
 
 
 class IndexKind(str, Enum):
     FLAT = "flat"   # exact IndexFlatIP; the default (a bank of ~7k tokens needs nothing else)
-    IVF = "ivf"     # IndexIVFFlat trained on the vectors; nlist, nprobe
-    HNSW = "hnsw"   # IndexHNSWFlat; M, efSearch
+    IVF = "ivf"     # IndexIVFFlat trained on each sub-index; for banks of ~1M tokens
 
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """Cosine similarity = inner product on L2-normalised vectors, for every kind."""
+    """Cosine similarity = inner product on L2-normalised vectors, for every kind.
+
+    ivf defaults, measured on a synthetic 1M-token bank (benchmarks/bench_retrieval.py, table
+    there): recall@10 0.997 against flat at ≤ 1.1 ms per query, dims 128 and 1024.
+    """
 
     dim: int
     kind: IndexKind = IndexKind.FLAT
-    nlist: int = 256         # ivf: upper bound; a sub-index of n vectors uses min(nlist, n // 39)
-    nprobe: int = 16         # ivf
-    hnsw_m: int = 32         # hnsw: graph degree
-    ef_search: int = 128     # hnsw
-    ef_construction: int = 80  # hnsw
+    nlist: int = 256   # ivf, build time: a sub-index of n vectors gets min(nlist, n // 39) lists
+    nprobe: int = 8    # ivf, read at every search (no rebuild): lists probed per query
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", IndexKind(self.kind))
-        for name in ("dim", "nlist", "nprobe", "hnsw_m", "ef_search", "ef_construction"):
+        for name in ("dim", "nlist", "nprobe"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"IndexConfig.{name} must be >= 1, got {getattr(self, name)!r}")
 
@@ -106,33 +105,14 @@ class TokenMeta:
 
     @classmethod
     def concat(cls, parts: Sequence[TokenMeta]) -> TokenMeta:
-        if not parts:
-            return cls.empty()
         return cls(*(np.concatenate([getattr(p, f) for p in parts])
                      for f in ("study_ids", "observation", "view", "patch", "score")))
-
-    def take(self, ids: np.ndarray) -> TokenMeta:
-        ids = np.asarray(ids, dtype=np.int64)
-        return TokenMeta(self.study_ids[ids], self.observation[ids], self.view[ids],
-                         self.patch[ids], self.score[ids])
 
 
 @dataclass
 class SearchResult:
     scores: np.ndarray  # (q, k) float32 cosine; -inf where ids == -1
-    ids: np.ndarray     # (q, k) int64 rows of the index; -1 for missing
-    meta: TokenMeta     # the index's full metadata; row i of it describes id i
-
-    @property
-    def mask(self) -> np.ndarray:
-        return self.ids >= 0  # (q, k) bool
-
-    def study_ids(self) -> np.ndarray:
-        """(q, k) object array of study ids, None where missing."""
-        out = np.full(self.ids.shape, None, dtype=object)
-        m = self.mask
-        out[m] = self.meta.study_ids[self.ids[m]]
-        return out
+    ids: np.ndarray     # (q, k) int64 rows of TokenIndex.vectors / .meta; -1 for missing
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -203,7 +183,8 @@ class TokenIndex:
 
     def add(self, vectors: np.ndarray, meta: TokenMeta) -> np.ndarray:
         """Append (n, d) vectors with n metadata rows; returns their ids. Bulk use: every
-        add marks the touched sub-indexes for a rebuild at the next search (ivf retrains)."""
+        add marks the touched sub-indexes for a rebuild at the next search or save (ivf
+        retrains)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"vectors must be (n, {self.dim}), got {tuple(vectors.shape)}")
@@ -225,25 +206,15 @@ class TokenIndex:
     # -- faiss sub-indexes ------------------------------------------------------------------
 
     def _make_sub(self, x: np.ndarray) -> Any:
-        cfg, d = self.config, self.dim
-        if cfg.kind is IndexKind.FLAT:
+        d = self.dim
+        if self.config.kind is IndexKind.FLAT:
             index = faiss.IndexFlatIP(d)
-        elif cfg.kind is IndexKind.IVF:
-            nlist = max(1, min(cfg.nlist, len(x) // 39))  # faiss wants ≥ 39 points per centroid
+        else:
+            nlist = max(1, min(self.config.nlist, len(x) // 39))  # faiss: ≥ 39 points per list
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
             index.train(x)
-        else:
-            index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = cfg.ef_construction
         index.add(x)
-        self._apply_search_params(index)
         return index
-
-    def _apply_search_params(self, index: Any) -> None:
-        if self.config.kind is IndexKind.IVF:
-            index.nprobe = min(self.config.nprobe, index.nlist)
-        elif self.config.kind is IndexKind.HNSW:
-            index.hnsw.efSearch = self.config.ef_search
 
     def _ensure_built(self) -> None:
         if not self._dirty:
@@ -264,13 +235,14 @@ class TokenIndex:
         self,
         queries: np.ndarray,
         k: int,
-        exclude_studies: Sequence[str | None] | None = None,
-        observations: int | Sequence[int] | np.ndarray | None = None,
+        observations: int | Sequence[int] | np.ndarray,
+        exclude_studies: Sequence[str] | None = None,
     ) -> SearchResult:
-        """Top-k by cosine for (q, d) queries.
+        """Top-k by cosine for (q, d) queries, each within its own observation's tokens.
 
-        exclude_studies: one study id (or None) per query; its tokens are never returned.
-        observations: one observation index per query (or one for all); None searches all.
+        observations: one observation index per query, or one for all.
+        exclude_studies: one study id per query, whose tokens are never returned (a study not
+        in the bank excludes nothing).
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -285,65 +257,47 @@ class TokenIndex:
             if len(exclude_studies) != nq:
                 raise ValueError(f"exclude_studies has {len(exclude_studies)} entries, "
                                  f"expected one per query ({nq})")
-            excl = np.array([-1 if s is None else self._code_of.get(str(s), -1)
-                             for s in exclude_studies], np.int64)
+            excl = np.array([self._code_of.get(str(s), -1) for s in exclude_studies], np.int64)
+        obs = np.broadcast_to(np.asarray(observations, dtype=np.int64), (nq,))
+        if nq and (obs.min() < 0 or obs.max() >= N_OBS):
+            raise ValueError(f"observations must be in [0, {N_OBS})")
         self._ensure_built()
         scores = np.full((nq, k), -np.inf, np.float32)
         ids = np.full((nq, k), -1, np.int64)
-        if observations is None:
-            parts = [self._search_sub(o, q, k, excl) for o in range(N_OBS)]
-            scores, ids = _sort_topk(np.concatenate([p[0] for p in parts], axis=1),
-                                     np.concatenate([p[1] for p in parts], axis=1), k)
-        else:
-            obs = np.broadcast_to(np.asarray(observations, dtype=np.int64), (nq,))
-            if nq and (obs.min() < 0 or obs.max() >= N_OBS):
-                raise ValueError(f"observations must be in [0, {N_OBS})")
-            for o in np.unique(obs).tolist():
-                rows = np.flatnonzero(obs == o)
-                scores[rows], ids[rows] = self._search_sub(o, q[rows], k, excl[rows])
-        return SearchResult(scores, ids, self.meta)
+        for o in np.unique(obs).tolist():
+            rows = np.flatnonzero(obs == o)
+            scores[rows], ids[rows] = self._search_sub(o, q[rows], k, excl[rows])
+        return SearchResult(scores, ids)
 
     def _search_sub(self, o: int, q: np.ndarray, k: int,
                     excl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        nq, local = len(q), self._local[o]
-        if len(local) == 0 or nq == 0:
+        nq, local, sub = len(q), self._local[o], self._subs[o]
+        if len(local) == 0:
             return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
         c = np.where(excl >= 0, self._per_study[o][np.maximum(excl, 0)], 0)  # (nq,) to skip
         fetch = int(min(len(local), k + c.max()))
-        d, i = self._subs[o].search(q, fetch)
+        params = None
+        if self.config.kind is IndexKind.IVF:
+            params = faiss.SearchParametersIVF(nprobe=min(self.config.nprobe, sub.nlist))
+        scores, ids = self._hits(sub, local, q, fetch, excl, k, params)
+        # ivf can come back short (the probed lists hold too few tokens; flat never does):
+        # probing every list is exact
+        short = np.flatnonzero((ids >= 0).sum(1) < np.minimum(k, len(local) - c))
+        if len(short):
+            scores[short], ids[short] = self._hits(
+                sub, local, q[short], fetch, excl[short], k,
+                faiss.SearchParametersIVF(nprobe=sub.nlist))
+        return scores, ids
+
+    def _hits(self, sub: Any, local: np.ndarray, q: np.ndarray, fetch: int, excl: np.ndarray,
+              k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
+        """faiss top-``fetch`` → global ids, the excluded study's hits dropped, top-k kept."""
+        d, i = sub.search(q, fetch, params=params)
         valid = i >= 0
         gids = np.where(valid, local[np.maximum(i, 0)], -1)
         valid &= self._codes[np.maximum(gids, 0)] != excl[:, None]
-        d = np.where(valid, d, -np.inf).astype(np.float32)
-        gids = np.where(valid, gids, -1)
-        scores, ids = _sort_topk(d, gids, k)
-        # approximate kinds can come back short: redo those rows exactly
-        short = np.flatnonzero((ids >= 0).sum(1) < np.minimum(k, len(local) - c))
-        if len(short):
-            codes = self._codes[local]
-            x = _normalise(self.vectors[local])  # (n_o, d)
-            s = q[short] @ x.T
-            s[codes[None, :] == excl[short, None]] = -np.inf
-            g = np.broadcast_to(local, s.shape)
-            s_short, i_short = _sort_topk(s.astype(np.float32), np.where(np.isinf(s), -1, g), k)
-            scores[short], ids[short] = s_short, i_short
-        return scores, ids
-
-    def search_tensor(
-        self,
-        queries: torch.Tensor,
-        k: int,
-        exclude_studies: Sequence[str | None] | None = None,
-        observations: int | Sequence[int] | torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``search`` for torch: (q, d) → scores (q, k) float, ids (q, k) int64 (-1 missing),
-        on the queries' device. No gradient flows through the search."""
-        if isinstance(observations, torch.Tensor):
-            observations = observations.detach().cpu().numpy()
-        res = self.search(queries.detach().float().cpu().numpy(), k, exclude_studies,
-                          observations)
-        return (torch.from_numpy(res.scores).to(queries.device),
-                torch.from_numpy(res.ids).to(queries.device))
+        return _sort_topk(np.where(valid, d, -np.inf).astype(np.float32),
+                          np.where(valid, gids, -1), k)
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -382,8 +336,8 @@ class TokenIndex:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, expected: IndexConfig | None = None) -> TokenIndex:
-        """Read a saved index; with ``expected``, refuse one built with another config/dim."""
+    def load(cls, directory: str | Path) -> TokenIndex:
+        """Read a saved index, checking every file against the manifest's checksums."""
         directory = Path(directory)
         path = directory / MANIFEST
         if not path.is_file():
@@ -391,18 +345,14 @@ class TokenIndex:
         try:
             manifest = json.loads(path.read_text())
             version = manifest["format_version"]
-            config = IndexConfig(**manifest["config"])
+            # banks saved while an hnsw kind existed carry its (unused) fields
+            config = IndexConfig(**{k: v for k, v in manifest["config"].items()
+                                    if k not in RETIRED_FIELDS})
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise IndexFileError(f"corrupt {path}: {type(e).__name__}: {e}") from e
         if version != FORMAT_VERSION:
             raise IndexMismatchError(
                 f"{path} has format_version {version}, this code reads {FORMAT_VERSION}")
-        if expected is not None and expected != config:
-            diff = {k: (v, getattr(config, k)) for k, v in asdict(expected).items()
-                    if getattr(config, k) != v}
-            raise IndexMismatchError(
-                f"index at {directory} does not match the expected config; "
-                f"field: (expected, saved) = {diff}")
         for name, digest in manifest["sha256"].items():
             f = directory / name
             if not f.is_file():
@@ -435,6 +385,5 @@ class TokenIndex:
                 raise IndexFileError(f"corrupt {directory / name}: d={sub.d}, "
                                      f"ntotal={sub.ntotal}, expected d={config.dim}, "
                                      f"ntotal={len(index._local[o])}")
-            index._apply_search_params(sub)
             index._subs[o] = sub
         return index
