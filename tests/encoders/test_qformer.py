@@ -1,10 +1,13 @@
-"""DiseaseQFormer: shapes, equality with HF's Blip2QFormerModel, attention map, BCE policies."""
+"""DiseaseQFormer: shapes, parity with an independent HF Blip2QFormerModel (weights copied),
+attention map, BCE policies."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
 from cxr.observations import OBSERVATIONS
 from encoders.qformer import (
@@ -52,20 +55,58 @@ def test_masked_tokens_do_not_matter(model, visual):
     torch.testing.assert_close(model(noisy, mask).tokens, model(tokens, mask).tokens)
 
 
-def test_matches_hf_qformer_on_same_weights(model, visual):
-    tokens, mask = visual
-    out = model(tokens, mask)
-    hf = model.qformer(query_embeds=model.queries.expand(B, -1, -1), encoder_hidden_states=tokens,
-                       encoder_attention_mask=mask, output_attentions=True)
-    torch.testing.assert_close(out.tokens, hf.last_hidden_state)
-    torch.testing.assert_close(out.attention, hf.cross_attentions[-1].mean(1))
+def _reference(model: DiseaseQFormer) -> tuple[Blip2QFormerModel, torch.Tensor]:
+    """An independent HF Q-Former and the learned queries to feed it: its config is written out
+    here (the debug sizes), not taken from ``QFormerConfig.to_hf``; the wrapper's Q-Former
+    weights are copied in strictly, the queries cloned."""
+    config = Blip2QFormerConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        cross_attention_frequency=1, encoder_hidden_size=C, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0)
+    config._attn_implementation = "eager"  # returns the attention weights
+    ref = Blip2QFormerModel(config).eval()
+    ref.load_state_dict(model.qformer.state_dict(), strict=True)
+    return ref, model.queries.detach().clone()
+
+
+def _assert_parity(model: DiseaseQFormer, ref: Blip2QFormerModel, queries: torch.Tensor,
+                   tokens: torch.Tensor, mask: torch.Tensor) -> None:
+    """The wrapper's tokens, attention map and logits against the reference's, from the same
+    learned queries (1, 14, D) and visual tokens / mask."""
+    with torch.no_grad():
+        out = model(tokens, mask)
+        hf = ref(query_embeds=queries.expand(B, -1, -1), encoder_hidden_states=tokens,
+                 encoder_attention_mask=mask, output_attentions=True)
+    assert len(hf.cross_attentions) == 2  # cross-attention in every layer of the debug config
+    torch.testing.assert_close(out.tokens, hf.last_hidden_state, atol=1e-5, rtol=1e-4)
+    # the map the wrapper exposes: the last cross-attention layer, mean over its 4 heads
+    torch.testing.assert_close(out.attention, hf.cross_attentions[-1].mean(1), atol=1e-6, rtol=1e-4)
     # the per-query head is 14 independent Linear(D, 1)
     for q in (0, 13):
         lin = torch.nn.Linear(32, 1)
         lin.weight.data, lin.bias.data = model.head_weight[q:q + 1], model.head_bias[q:q + 1]
-        torch.testing.assert_close(out.logits[:, q], lin(hf.last_hidden_state[:, q]).squeeze(-1))
-    # cross-attention every layer in the debug config: one map per layer
-    assert len(hf.cross_attentions) == 2
+        torch.testing.assert_close(out.logits[:, q], lin(hf.last_hidden_state[:, q]).squeeze(-1),
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_matches_an_independent_hf_qformer_with_copied_weights(model, visual):
+    _assert_parity(model, *_reference(model), *visual)
+
+
+@pytest.mark.parametrize("name", [
+    "queries",
+    "qformer.encoder.layer.1.crossattention.attention.key.weight",
+    "qformer.encoder.layer.0.output_query.dense.bias",
+    "qformer.layernorm.weight",
+])
+def test_parity_fails_when_the_wrapper_weights_change(model, visual, name):
+    ref, queries = _reference(model)  # copied before the change
+    changed = copy.deepcopy(model)
+    param = changed.get_parameter(name)
+    with torch.no_grad():  # random, not constant: a LayerNorm follows and cancels a uniform shift
+        param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(2)))
+    with pytest.raises(AssertionError):
+        _assert_parity(changed, ref, queries, *visual)
 
 
 def test_gradient_reaches_queries_and_head(visual):
