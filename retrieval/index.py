@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -26,6 +24,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from cxr.files import atomic_directory
 from cxr.observations import OBSERVATIONS
 
 FORMAT_VERSION = 1
@@ -302,12 +301,14 @@ class TokenIndex:
     # -- persistence ------------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:
-        """Write atomically: everything goes to a sibling tmp dir, which is renamed into place."""
+        """Write atomically (cxr.files.atomic_directory): the folder appears whole or not at all."""
         directory = Path(directory)
         self._ensure_built()
-        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        with atomic_directory(directory) as tmp:
+            self._write(tmp)
+        return directory
+
+    def _write(self, tmp: Path) -> None:
         np.save(tmp / VECTORS, self.vectors, allow_pickle=False)
         m = self.meta
         np.savez(tmp / META, study_ids=m.study_ids, observation=m.observation, view=m.view,
@@ -328,12 +329,6 @@ class TokenIndex:
             "sha256": {f: _sha256(tmp / f) for f in files},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
-        return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> TokenIndex:
