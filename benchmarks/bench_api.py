@@ -29,9 +29,10 @@ from PIL import Image
 
 from cxr.datasets import load_split, prepare_images
 from cxr.images import load_image
+from generator.api_schema import ServerConfig
 from generator.checkpoint import read_run_config
 from generator.engine import Engine, EngineConfig
-from generator.server import ServerConfig, create_app
+from generator.server import create_app
 
 
 def png_uri(pixels: np.ndarray) -> str:

@@ -49,10 +49,11 @@ def register(app: typer.Typer) -> None:
         """Serve the OpenAI-compatible API (POST /v1/chat/completions) from CHECKPOINT."""
         import uvicorn
 
+        from generator.api_schema import ServerConfig
         from generator.backends import BackendError, BackendKind
         from generator.checkpoint import CheckpointError
         from generator.engine import Engine, EngineConfig
-        from generator.server import ServerConfig, create_app
+        from generator.server import create_app
         from graphdb.store import GraphStoreError
 
         console = Console(stderr=True)

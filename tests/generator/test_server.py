@@ -25,9 +25,10 @@ import uvicorn
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from generator.api_schema import ServerConfig
 from generator.batcher import DynamicBatcher, QueueFullError
 from generator.engine import Engine, EngineConfig, StudyInput
-from generator.server import ServerConfig, create_app
+from generator.server import create_app
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-0123456789"
