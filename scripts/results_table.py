@@ -1,7 +1,7 @@
 """The docs/results.md table, from the runs scripts/ablations.sh made (nothing is typed by hand).
 
 Reads, per variant under --runs: <variant>/best/eval_test/results.json (test metrics and
-classifier AUROC), the newest checkpoint's trainer_state.pt (epochs, samples and training seconds),
+classifier AUROC), the newest step checkpoint's trainer_state.json (epochs, samples and training seconds),
 val_log.csv (the best epoch), and baselines.json from scripts/reference_baselines.py if present.
 Run:   .venv/bin/python scripts/results_table.py [--runs outputs/runs/ablations]
 """
@@ -12,9 +12,7 @@ import csv
 import json
 from pathlib import Path
 
-import torch
-
-from training.loop import latest_checkpoint
+from training.loop import COMPLETE, latest_checkpoint
 
 ROWS = [("full", "full model, per-study KG (ours)"), ("global", "full model, global KG (paper mode)"),
         ("no_kg", "no KG"), ("no_disease_tokens", "no disease tokens")]
@@ -31,7 +29,10 @@ def row(run: Path) -> dict[str, object] | None:
         return None
     data = json.loads(results.read_text())
     m = data["metrics"]
-    state = torch.load(latest_checkpoint(run) / "trainer_state.pt", weights_only=False)["state"]
+    newest = latest_checkpoint(run)
+    if newest is None:
+        raise SystemExit(f"{run}: no step checkpoint with trainer_state.json (a run of an older r2genkg?)")
+    state = json.loads((newest / COMPLETE).read_text())
     with (run / "val_log.csv").open() as f:
         val = list(csv.DictReader(f))
     best = max(val, key=lambda r: float(r["score"]))
