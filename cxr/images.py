@@ -144,12 +144,6 @@ def _read_dicom(path: Path | BinaryIO, name: str | None = None) -> Dataset:
     return ds
 
 
-def _first(value: object) -> float:
-    """First of a multi-valued element (pydicom's MultiValue is a Sequence), else the value."""
-    is_many = isinstance(value, Sequence) and not isinstance(value, (str, bytes))
-    return float(value[0]) if is_many else float(value)
-
-
 def _voi(values: np.ndarray, ds: Dataset, path: Path) -> np.ndarray:
     """pydicom's VOI LUT (a VOI LUT sequence, else the first window) scaled from its output
     range onto 0..255; min-max of the data when the file has neither or an invalid one."""

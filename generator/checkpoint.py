@@ -89,31 +89,29 @@ def build_model(config: RunConfig, tokenizer: Any, store: StoreConfig) -> ModelB
 
 
 # ---- weights ----------------------------------------------------------------------------------
-def _reloadable_prefixes(model: R2GenKG) -> tuple[str, ...]:
-    """State-dict prefixes of frozen weights that come back from a local path on load."""
+def _reloaded_keys(model: R2GenKG) -> set[str]:
+    """State-dict keys of frozen weights that come back from a local path on load (not saved)."""
     cfg = model.config
-    out = []
+    prefixes = []
     if cfg.llm.path is not None and cfg.llm.training != LLMTraining.FULL:
-        out.append("llm.")
+        prefixes.append("llm.")
     if cfg.vision.weights is not None and cfg.vision.freeze == FreezeMode.ALL:
-        out.append("vision.backbone.")
-    return tuple(out)
+        prefixes.append("vision.backbone.")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k for k in model.state_dict() if k.startswith(tuple(prefixes)) and k not in trainable}
 
 
 def model_state(model: R2GenKG) -> dict[str, torch.Tensor]:
     """What a checkpoint saves: every tensor except frozen ones that a local path gives back."""
-    skip = _reloadable_prefixes(model)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()
-            if not k.startswith(skip) or k in trainable}
+    skip = _reloaded_keys(model)
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in skip}
 
 
 def load_weights(model: R2GenKG, directory: Path) -> None:
     """The checkpoint's weights (strictly checked) and its disease-token bank, onto ``model``."""
     state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
-    reloaded = set(model.state_dict()) - set(model_state(model))
     try:
-        load_state(model, state, directory / MODEL_FILE, allow_missing=reloaded)
+        load_state(model, state, directory / MODEL_FILE, allow_missing=_reloaded_keys(model))
     except StateDictError as err:
         raise CheckpointError(str(err)) from None
     if (directory / BANK_DIR).is_dir():
