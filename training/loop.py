@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, broadcast_object_list
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
 from rich.console import Console
 from tqdm import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
@@ -35,9 +35,10 @@ from generator.checkpoint import (
     CheckpointError,
     ModelBundle,
     build_model,
+    check_fingerprint,
     load_weights,
     read_config_data,
-    read_run_config,
+    read_fingerprint,
     read_tokenizer,
     save_model,
     write_model_files,
@@ -186,8 +187,7 @@ class Trainer:
                                        project_config=project,
                                        log_with=csv_trackers(self.out, keep_through_step=self._resume_step()))
         self.accelerator.init_trackers(config.name)
-        torch.manual_seed(tc.seed)
-        np.random.seed(tc.seed)
+        set_seed(tc.seed)   # python, numpy and torch, as before the move to accelerate
         self.collator = StudyCollator()
 
     def _saved_experiment(self, checkpoint: Path) -> dict[str, Any]:
@@ -215,7 +215,8 @@ class Trainer:
 
     def _bundle(self, train: StudyDataset) -> ModelBundle:
         if self.resume_from is not None:
-            tokenizer = read_tokenizer(self.resume_from, read_run_config(self.resume_from))
+            # the resume check made sure the model config is the checkpoint's
+            tokenizer = read_tokenizer(self.resume_from, self.config)
         else:
             tokenizer = load_tokenizer(self.config.model.llm, train.reports)
         bundle = build_model(self.config, tokenizer, self.store)
@@ -264,6 +265,7 @@ class Trainer:
         wrapped, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
         self._register(bundle, state, miner)
         if self.resume_from is not None:
+            check_fingerprint(read_fingerprint(self.resume_from), bundle, self.resume_from)
             try:
                 acc.load_state(str(self.resume_from))
             except (KeyError, ValueError, RuntimeError) as err:

@@ -129,3 +129,15 @@ def test_checkpoints_of_an_older_version_are_kept_and_named(shared):
     with pytest.raises(CheckpointError, match=r"older r2genkg \(step-0000002.*--no-resume"):
         train(cfg, shared[1], resume=True, progress=False)
     assert old.is_dir()   # nothing already written is lost
+
+
+def test_resuming_over_another_graph_fails_loudly(shared):
+    import yaml
+
+    train(experiment(shared, "other_graph", "train.max_steps=1"), shared[1], resume=False, progress=False)
+    cfg = experiment(shared, "other_graph", "train.max_steps=2")
+    knowledge = latest_checkpoint(Path(cfg.train.output_dir)) / "knowledge.json"
+    data = yaml.safe_load(knowledge.read_text())
+    knowledge.write_text(yaml.safe_dump({**data, "node_table": "0123456789abcdef"}))
+    with pytest.raises(CheckpointError, match="trained on another knowledge graph: node table"):
+        train(cfg, shared[1], resume=True, progress=False)
