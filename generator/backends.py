@@ -220,16 +220,17 @@ class RemoteVLLMBackend:
                  on_token: TokenCallback | None = None) -> list[Completion]:
         _refuse_beams(settings)
         fields = _sampling_kwargs(settings, self.tokenizer.eos_token_id)
+        known = {k: v for k, v in fields.items() if k in _OPENAI_FIELDS}     # the client's own parameters
+        extra = {k: v for k, v in fields.items() if k not in _OPENAI_FIELDS}  # vLLM's, sent in the body
         rows = [e[m.bool()] for e, m in zip(embeds, mask)]
-        done = list(self.pool.map(lambda row: self._one(row, fields, settings.max_new_tokens), rows))
+        done = list(self.pool.map(lambda row: self._one(row, known, extra, settings.max_new_tokens), rows))
         _replay(done, on_token)
         return done
 
-    def _one(self, row: Tensor, fields: dict[str, Any], max_new_tokens: int) -> Completion:
-        extra = {k: v for k, v in fields.items() if k not in _OPENAI_FIELDS}
+    def _one(self, row: Tensor, known: dict[str, Any], extra: dict[str, Any], max_new_tokens: int) -> Completion:
         try:
             response = self.client.completions.create(
-                model=self.model, prompt="", **{k: v for k, v in fields.items() if k in _OPENAI_FIELDS},
+                model=self.model, prompt="", **known,
                 extra_body={"prompt_embeds": encode_embeds(row), "return_token_ids": True, **extra})
         except openai.APIStatusError as exc:
             raise BackendError(f"vLLM server {self.url}: HTTP {exc.status_code}: {_error_text(exc)}") from exc
