@@ -45,8 +45,8 @@ def _image_bytes(url: str, config: ServerConfig, k: int) -> bytes:
         if len(data) > config.max_image_bytes:
             raise _too_large(k, len(data), config)
         return data
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
-    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    parts = urllib.parse.urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
     if scheme not in {"http", "https"}:
         raise APIError(400, f"image {k}: URL scheme {scheme or '(none)'!r} is not accepted; send a data: URI",
                        param="messages", code="invalid_image")
