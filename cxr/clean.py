@@ -151,3 +151,43 @@ def clean_report(
     """
     sentences = _apply_deid(clean_sentences(text, style), DeidMode(deid), mask_token)
     return " . ".join(sentences) + " ."
+
+
+def repeated_sentences(text: str, style: CleanStyle | str = CleanStyle.IU_XRAY) -> list[str]:
+    """Sentences that occur more than once in ``text``, compared after R2Gen's cleaning (a
+    degenerate report: "the lungs are clear . the lungs are clear .")."""
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for sentence in (" ".join(s.split()) for s in clean_sentences(text, style)):
+        if sentence and sentence in seen and sentence not in repeated:
+            repeated.append(sentence)
+        seen.add(sentence)
+    return repeated
+
+
+_AFTER_SENTENCE = re.compile(r"((?<=\.)\s+)")
+
+
+def drop_repeated_sentences(text: str) -> tuple[str, int]:
+    """``text`` without the sentences it already said (compared as R2Gen cleans a sentence), and how
+    many were dropped. Sentences end at a period followed by white space; the text between the
+    sentences that stay is kept as written."""
+    parts = _AFTER_SENTENCE.split(text)          # [sentence, gap, sentence, gap, …]
+    seen: set[str] = set()
+    kept: list[str] = []
+    dropped = 0
+    for k in range(0, len(parts), 2):
+        sentence = parts[k]
+        key = " ".join(clean_sentence(sentence.lower()).split())
+        if key and key in seen:
+            dropped += 1
+            continue
+        seen.add(key)
+        kept += [parts[k - 1], sentence] if kept else [sentence]
+    return "".join(kept), dropped
+
+
+def complete_sentences(text: str) -> str:
+    """The part of ``text`` up to its last sentence end that is followed by white space."""
+    gaps = list(_AFTER_SENTENCE.finditer(text))
+    return text[:gaps[-1].start()] if gaps else ""

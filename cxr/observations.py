@@ -42,6 +42,9 @@ class Observation(str, Enum):
 OBSERVATIONS: tuple[Observation, ...] = tuple(Observation)
 """All 14, in column order."""
 
+FINDINGS: tuple[Observation, ...] = OBSERVATIONS[1:]
+"""The 13 findings: every observation but No Finding (which says that none of them is present)."""
+
 FIVE_OBSERVATIONS: tuple[Observation, ...] = (
     Observation.ATELECTASIS,
     Observation.CARDIOMEGALY,
@@ -81,3 +84,25 @@ def positive_sets(labels: Any, uncertain: UncertainPolicy | str = UncertainPolic
     """Labels (n, 14) → each row's positive observations, in column order."""
     return [tuple(o for o, keep in zip(OBSERVATIONS, row) if keep)
             for row in positive_mask(labels, uncertain).tolist()]
+
+
+class State(str, Enum):
+    """A decided state of one observation, the words the diagnosis prompt carries.
+
+    The labeler has four values (1, -1, 0, blank). From an image, "negative" and "not mentioned"
+    are the same fact, the finding is absent, and the CE metrics score them alike, so both are
+    ``NEGATIVE`` here. Codes (``STATES`` index) are what (…, 14) state tensors hold.
+    """
+
+    NEGATIVE = "negative"
+    UNCERTAIN = "uncertain"
+    POSITIVE = "positive"
+
+
+STATES: tuple[State, ...] = tuple(State)
+
+
+def label_states(labels: Any) -> Any:
+    """Labels (…, 14) in {1, 0, -1, NaN} (numpy or torch) → state codes (…, 14): the reference states."""
+    positive, uncertain = labels == POSITIVE, labels == UNCERTAIN
+    return positive * STATES.index(State.POSITIVE) + uncertain * STATES.index(State.UNCERTAIN)

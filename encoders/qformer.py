@@ -22,6 +22,18 @@ from cxr.observations import (
 )
 
 
+class Imbalance(str, Enum):
+    """How the classifier's loss treats rare observations (base rates 0.3–16% on IU X-ray)."""
+
+    NONE = "none"                  # plain BCE
+    POS_WEIGHT = "pos_weight"      # BCE with positives weighted (1 - π) / π
+    LOGIT_ADJUST = "logit_adjust"  # BCE on logit + log(π / (1 - π)) (Menon et al., 2021): rare
+                                   # observations need a larger raw logit to be called positive
+
+
+MIN_PRIOR = 0.01   # π is clamped to [MIN_PRIOR, 1 - MIN_PRIOR]: weights ≤ 99, offsets ≤ 4.6
+
+
 class BlankPolicy(str, Enum):
     NEGATIVE = "negative"  # not mentioned (NaN) = absent, as the labeler's consumers usually read it
     IGNORE = "ignore"      # not mentioned entries do not enter the loss
@@ -48,18 +60,31 @@ def disease_targets(labels: torch.Tensor, uncertain: UncertainPolicy = Uncertain
 
 def disease_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
                  uncertain: UncertainPolicy = UncertainPolicy.ONES,
-                 blank: BlankPolicy = BlankPolicy.NEGATIVE) -> torch.Tensor:
+                 blank: BlankPolicy = BlankPolicy.NEGATIVE, imbalance: Imbalance = Imbalance.NONE,
+                 prior: torch.Tensor | None = None) -> torch.Tensor:
     """Mean BCE over the entries that count.
 
     logits (B, 14); labels (B, 14) CheXpert values 1 / 0 / -1 / NaN (see the policies);
     mask (B,) or (B, 14) bool, False drops a study or an entry (e.g. studies without labels).
+    ``prior`` (14,): each observation's positive rate in the training data, needed by ``imbalance``.
     With no entry left the loss is 0 (still attached to the graph).
     """
     targets, weights = disease_targets(labels.to(logits.device), uncertain, blank)
     if mask is not None:
         mask = mask.to(logits.device).bool()
         weights = weights * (mask[:, None] if mask.ndim == 1 else mask).to(weights.dtype)
-    per_entry = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # (B, 14)
+    pos_weight = None
+    if Imbalance(imbalance) is not Imbalance.NONE:
+        if prior is None or prior.isnan().any():
+            raise ValueError(f"imbalance={Imbalance(imbalance).value} needs the training positive rates "
+                             "(DiseaseQFormer.set_prior)")
+        pi = prior.to(logits.device, logits.dtype).clamp(MIN_PRIOR, 1 - MIN_PRIOR)
+        if Imbalance(imbalance) is Imbalance.POS_WEIGHT:
+            pos_weight = (1 - pi) / pi
+        else:
+            logits = logits + torch.log(pi / (1 - pi))
+    per_entry = F.binary_cross_entropy_with_logits(logits, targets, reduction="none",
+                                                   pos_weight=pos_weight)  # (B, 14)
     return (per_entry * weights).sum() / weights.sum().clamp_min(1.0)
 
 
@@ -76,10 +101,12 @@ class QFormerConfig:
     attention_dropout: float = 0.1
     uncertain_policy: UncertainPolicy = UncertainPolicy.ONES
     blank_policy: BlankPolicy = BlankPolicy.NEGATIVE
+    imbalance: Imbalance = Imbalance.NONE
 
     def __post_init__(self) -> None:
         self.uncertain_policy = UncertainPolicy(self.uncertain_policy)
         self.blank_policy = BlankPolicy(self.blank_policy)
+        self.imbalance = Imbalance(self.imbalance)
         if self.hidden_size % self.num_heads:
             raise ValueError(f"QFormerConfig.hidden_size={self.hidden_size} is not a multiple of "
                              f"num_heads={self.num_heads}")
@@ -133,6 +160,14 @@ class DiseaseQFormer(nn.Module):
         self.queries = nn.Parameter(torch.randn(1, config.num_queries, config.hidden_size) * 0.02)
         self.head_weight = nn.Parameter(torch.randn(config.num_queries, config.hidden_size) * 0.02)
         self.head_bias = nn.Parameter(torch.zeros(config.num_queries))
+        # the training data's positive rates, for ``imbalance``; set by the trainer, not saved
+        self.register_buffer("prior", torch.full((config.num_queries,), float("nan")), persistent=False)
+
+    def set_prior(self, labels: torch.Tensor) -> None:
+        """Each observation's positive rate in ``labels`` (N, 14), read by the config's policies."""
+        targets, weights = disease_targets(labels, self.config.uncertain_policy, self.config.blank_policy)
+        rate = (targets * weights).sum(0) / weights.sum(0).clamp_min(1.0)
+        self.prior.copy_(rate.to(self.prior))
 
     @property
     def out_dim(self) -> int:
@@ -152,5 +187,5 @@ class DiseaseQFormer(nn.Module):
         loss = None
         if labels is not None:
             loss = disease_loss(logits, labels, label_mask, self.config.uncertain_policy,
-                                self.config.blank_policy)
+                                self.config.blank_policy, self.config.imbalance, self.prior)
         return DiseaseOutput(tokens=tokens, logits=logits, attention=attention, loss=loss)

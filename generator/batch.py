@@ -133,6 +133,8 @@ def result_row(result: GenerationResult, labels: np.ndarray, engine: Engine, set
         "id": result.study_id,
         "report": result.report,
         "observations": result.probabilities,
+        "states": result.states,
+        "positive": result.positive,
         "labels": {o.value: LABEL_NAMES[float(v)] for o, v in zip(OBSERVATIONS, labels) if not np.isnan(v)},
         "kg": {"seeds": list(result.evidence.seeds), "nodes": list(result.evidence.node_ids)},
         "retrieved": result.evidence.retrieved,

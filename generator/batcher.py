@@ -18,6 +18,7 @@ from dataclasses import astuple, dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from cxr.clean import complete_sentences, drop_repeated_sentences
 from generator.engine import Engine, StudyInput
 from generator.model import GenerationResult
 from generator.settings import GenerationSettings
@@ -59,7 +60,10 @@ class BatchMetrics:
 
 
 class _Streamer:
-    """Turns a study's token ids into text deltas whose concatenation is the final report."""
+    """Turns a study's token ids into text deltas whose concatenation is the final report.
+
+    With ``drop_repeated_sentences`` (the default) it sends whole sentences only, each once, as
+    the report will have them."""
 
     def __init__(self, job: Job, tokenizer, loop: asyncio.AbstractEventLoop) -> None:
         self.job, self.tokenizer, self.loop = job, tokenizer, loop
@@ -68,7 +72,10 @@ class _Streamer:
 
     def token(self, token: int) -> None:
         self.ids.append(token)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip().rstrip()
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
+        if self.job.settings.drop_repeated_sentences:
+            text = drop_repeated_sentences(complete_sentences(text))[0]
+        text = text.rstrip()
         # hold back an incomplete UTF-8 sequence and trailing blanks: the report is stripped
         if text.endswith("\ufffd") or not text.startswith(self.sent) or len(text) == len(self.sent):
             return

@@ -5,6 +5,7 @@ Layout of a checkpoint directory::
     config.yaml          the run's config (RunConfig; training writes its ExperimentConfig)
     model.pt             state dict minus frozen parts that come from a local path (LLM base, vision)
     knowledge.json       the GraphFingerprint of the graph it was trained on (KG modes)
+    thresholds.json      the per-observation decision thresholds, fit on val (generator.decisions)
     tokenizer/, llm_config.json   (generator.llm.save_llm_artifacts)
     bank/                the disease-token FAISS index + metadata (when built)
 
@@ -29,6 +30,7 @@ from encoders.state import StateDictError, load_state
 from encoders.vision import FreezeMode
 from generator.config import KGMode, RunConfig
 from generator.config_io import ConfigError, diff, dump_yaml, from_dict, to_dict
+from generator.decisions import THRESHOLDS_FILE, read_thresholds, write_thresholds
 from generator.llm import LLMTraining, load_built_llm, load_tokenizer, save_llm_artifacts
 from generator.model import R2GenKG
 from graphdb.fingerprint import GraphFingerprint
@@ -116,6 +118,10 @@ def load_weights(model: R2GenKG, directory: Path) -> None:
         raise CheckpointError(str(err)) from None
     if (directory / BANK_DIR).is_dir():
         model.bank = TokenIndex.load(directory / BANK_DIR)
+    try:
+        model.thresholds = read_thresholds(directory)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
 
 
 # ---- writing ----------------------------------------------------------------------------------
@@ -128,6 +134,7 @@ def write_model_files(directory: Path, model: R2GenKG, config: RunConfig,
         (directory / KNOWLEDGE_FILE).write_text(yaml.safe_dump(fingerprint.to_dict(), sort_keys=False),
                                                 encoding="utf-8")
     save_llm_artifacts(directory, model.llm, model.tokenizer, model.config.llm)
+    write_thresholds(directory, model.thresholds)
     if model.bank is not None:
         model.bank.save(directory / BANK_DIR)
 
@@ -159,6 +166,9 @@ def read_config_data(directory: str | Path) -> dict[str, Any]:
                  "comes from --store / R2GENKG_STORE and friends now", directory, ", model.kg.".join(legacy))
         for key in legacy:
             kg.pop(key)
+    if isinstance(kg, dict) and kg.pop("seed_threshold", None) is not None:
+        log.info("%s: ignoring model.kg.seed_threshold; seeds now come from the per-observation thresholds "
+                 "(%s, 0.5 when the checkpoint has none)", directory, THRESHOLDS_FILE)
     return data
 
 

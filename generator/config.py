@@ -42,8 +42,8 @@ class KGConfig:
     mode: KGMode = KGMode.PER_STUDY
     level_budgets: tuple[int, int, int] = (16, 48, 96)
     global_scales: tuple[int, ...] = (101, 206, 319, 400, 558)
-    teacher_forcing_epochs: int = 1   # per_study: seed from the report's labels for the first N epochs
-    seed_threshold: float = 0.5       # per_study after teacher forcing: seeds = observations with p ≥ this
+    teacher_forcing_epochs: int = 1   # per_study: seed from the report's labels for the first N epochs;
+                                      # after that the seeds are the positive decisions (generator.decisions)
     graph: GraphConfig = field(default_factory=GraphConfig)
     fusion_layers: int = 1            # multi-scale Transformer layers
     fusion_heads: int = 4
@@ -56,8 +56,6 @@ class KGConfig:
         SubgraphSpec(self.level_budgets, self.global_scales)  # validates both
         if self.teacher_forcing_epochs < 0:
             raise ValueError(f"KGConfig.teacher_forcing_epochs must be ≥ 0, got {self.teacher_forcing_epochs}")
-        if not 0.0 < self.seed_threshold < 1.0:
-            raise ValueError(f"KGConfig.seed_threshold must be in (0, 1), got {self.seed_threshold}")
 
     @property
     def spec(self) -> SubgraphSpec:
@@ -98,6 +96,7 @@ class ModelConfig:
     fusion: CrossAttentionConfig = field(default_factory=CrossAttentionConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     prompt: str = PAPER_PROMPT
+    diagnosis_prompt: bool = False   # the decided state of each observation, as text, in the prompt
     classifier_weight: float = 1.0   # loss = LM loss + classifier_weight · BCE(14 observations)
     max_report_tokens: int = 60      # the paper's max report length (IU X-ray)
 

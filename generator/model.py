@@ -6,6 +6,9 @@ step 3 knowledge: seeds → subgraphs → R-GCN, multi-scale  → scale tokens (
 step 4 cross-attention: V2KG (B, Nv, D), KG2V (B, S, D)
 step 5 disease-aware vision tokens: top-k bank tokens per disease token → disease tokens refined
 step 6 project every group to the LLM width, splice into the prompt (generator/prompt.py), decode
+
+Every decision (KG seeds, the diagnosis prompt's states, ``positive``) comes from the classifier's
+probabilities and the per-observation thresholds (``self.thresholds``, generator.decisions).
 """
 from __future__ import annotations
 
@@ -16,13 +19,15 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from cxr.observations import OBSERVATIONS, Observation, positive_mask
+from cxr.clean import drop_repeated_sentences
+from cxr.observations import OBSERVATIONS, STATES, State, label_states, positive_mask
 from encoders.fusion import BankAttention, BiCrossAttention
 from encoders.graph import GraphOutput, MultiScaleFusion
 from encoders.qformer import DiseaseOutput, DiseaseQFormer
 from encoders.vision import SwinEncoder
 from generator.backends import Completion, HFBackend, LLMBackend, TokenCallback
 from generator.config import KG2VQueries, KGMode, ModelConfig
+from generator.decisions import Thresholds, state_names
 from generator.llm import build_llm, embed_tokens
 from generator.prompt import prompt_ids, report_ids, splice_for_generation, splice_for_training
 from generator.settings import GenerationSettings
@@ -44,9 +49,15 @@ class GenerationResult:
     report: str
     probabilities: dict[str, float]        # the classifier's 14 observation probabilities
     evidence: Evidence
+    states: dict[str, str] = field(default_factory=dict)   # observation → decided state (thresholds)
     prompt_tokens: int = 0                 # positions the LLM read (prompt + image/KG/disease tokens)
     completion_tokens: int = 0
     finish_reason: str = "stop"            # "stop" (eos) | "length" (max_new_tokens)
+
+    @property
+    def positive(self) -> list[str]:
+        """The observations decided positive, in OBSERVATIONS order."""
+        return [name for name, state in self.states.items() if state == State.POSITIVE.value]
 
 
 @dataclass
@@ -56,6 +67,8 @@ class Encoded:
     visual: Tensor                         # (B, Nv, Cv) detached: what the training loop mines
     subgraphs: SubgraphBatch | None
     retrieved: RetrievedTokens | None
+    states: Tensor                         # (B, 14) decided state codes (cxr.observations.STATES)
+    prompt_states: Tensor                  # (B, 14) the states the prompt carried (training: reference or decided)
 
 
 @dataclass
@@ -85,6 +98,7 @@ class R2GenKG(nn.Module):
         self.tokenizer = tokenizer
         self.provider = provider
         self.bank: TokenIndex | None = None   # set by the training loop / checkpoint loader
+        self.thresholds = Thresholds()        # fit on val by the training loop; saved in the checkpoint
         self.qformer = DiseaseQFormer(config.qformer)
         self.graph = MultiScaleFusion(config.kg.multiscale(), features) if use_kg else None
         self.fusion = BiCrossAttention(config.fusion) if config.cross_attention else None
@@ -100,20 +114,30 @@ class R2GenKG(nn.Module):
             self.proj["v2kg"], self.proj["kg2v"] = _projection(d, h), _projection(d, h)
         if config.disease_tokens.enabled:
             self.proj["disease"] = _projection(dq, h)
-        self.prompt = prompt_ids(tokenizer, config.prompt)
+        self.prompt = prompt_ids(tokenizer, config.prompt, diagnosis=config.diagnosis_prompt)
 
     # ---- steps 1-6: everything before the LLM ----
     def encode(self, images: Tensor, view_mask: Tensor, study_ids: list[str],
-               labels: Tensor | None = None, teacher_forcing: bool = False) -> Encoded:
+               labels: Tensor | None = None, teacher_forcing: bool = False,
+               use_decided: Tensor | None = None) -> Encoded:
+        """``labels`` (training): the prompt carries their states, except in the studies where
+        ``use_decided`` (B,) is True, which get the model's own decisions (the training schedule)."""
         # step 1: vision
         vis = self.vision(images, view_mask)                                   # (B, Nv, Cv)
-        # step 2: disease queries (+ classifier loss when labels are given)
+        # step 2: disease queries (+ classifier loss when labels are given), then the decisions
         disease = self.qformer(vis.tokens, vis.mask, labels)
+        probs = torch.sigmoid(disease.logits.detach().float())
+        states = self.thresholds.states(probs)
+        prompt_states = states
+        if labels is not None:
+            prompt_states = label_states(labels).long().to(states.device)
+            if use_decided is not None:
+                prompt_states = torch.where(use_decided.to(states.device)[:, None], states, prompt_states)
         parts: list[Tensor] = [self.proj["visual"](vis.tokens) * vis.mask.unsqueeze(-1)]
         # step 3: knowledge
         subgraphs = None
         if self.graph is not None:
-            subgraphs = self._subgraphs(disease.logits, labels if teacher_forcing else None, len(study_ids))
+            subgraphs = self._subgraphs(probs, states, labels if teacher_forcing else None, len(study_ids))
             ms = self.graph(subgraphs.graphs)                                  # (U, ...) distinct graphs
             idx = subgraphs.index.to(images.device)
             scales, scale_mask = ms.scales[idx], ms.scale_mask[idx]            # (B, S, Dg), (B, S)
@@ -138,34 +162,45 @@ class R2GenKG(nn.Module):
             parts.append(self.proj["disease"](tokens))
         # step 6 (first half): the prefix, in the documented order
         prefix = torch.cat(parts, dim=1)
-        return Encoded(prefix, disease, vis.tokens.detach(), subgraphs, retrieved)
+        return Encoded(prefix, disease, vis.tokens.detach(), subgraphs, retrieved, states, prompt_states)
 
-    def _subgraphs(self, logits: Tensor, labels: Tensor | None, batch: int) -> SubgraphBatch:
+    def _subgraphs(self, probs: Tensor, states: Tensor, labels: Tensor | None, batch: int) -> SubgraphBatch:
         assert self.provider is not None
         if self.config.kg.mode == KGMode.GLOBAL:
             g = self.provider.global_graph()
-            return SubgraphBatch(g.graphs.to(logits.device), torch.zeros(batch, dtype=torch.long), g.subgraphs)
+            return SubgraphBatch(g.graphs.to(probs.device), torch.zeros(batch, dtype=torch.long), g.subgraphs)
         if labels is not None:   # teacher forcing: the report's own positive (and uncertain) labels
             positive = positive_mask(labels, self.config.qformer.uncertain_policy)
         else:
-            probs = torch.sigmoid(logits.detach().float())
-            positive = probs >= self.config.kg.seed_threshold
-            # a study needs some seed: fall back to its most probable observation
-            positive[torch.arange(batch), probs.argmax(1)] |= ~positive.any(1)
+            positive = states == STATES.index(State.POSITIVE)
+            # a study needs some seed: fall back to the observation closest to its threshold
+            ratio = probs / torch.tensor(self.thresholds.positive, dtype=probs.dtype, device=probs.device)
+            positive[torch.arange(batch), ratio.argmax(1)] |= ~positive.any(1)
         seed_sets = [tuple(o for o, p in zip(OBSERVATIONS, row) if p) for row in positive.tolist()]
         sub = self.provider.batch(seed_sets)
-        return SubgraphBatch(sub.graphs.to(logits.device), sub.index, sub.subgraphs)
+        return SubgraphBatch(sub.graphs.to(probs.device), sub.index, sub.subgraphs)
 
     # ---- training ----
     def forward(self, images: Tensor, view_mask: Tensor, study_ids: list[str], labels: Tensor,
-                reports: list[str], teacher_forcing: bool = False) -> ModelOutput:
-        enc = self.encode(images, view_mask, study_ids, labels, teacher_forcing)
+                reports: list[str], teacher_forcing: bool = False, use_decided: Tensor | None = None) -> ModelOutput:
+        enc = self.encode(images, view_mask, study_ids, labels, teacher_forcing, use_decided)
         targets = report_ids(self.tokenizer, reports, self.config.max_report_tokens)
         embeds, mask, lm_labels = splice_for_training(embed_tokens(self.llm), self.prompt, enc.prefix,
-                                                      targets, self.tokenizer.pad_token_id)
+                                                      targets, self.tokenizer.pad_token_id, enc.prompt_states)
         lm_loss = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=lm_labels).loss
         cls_loss = enc.disease.loss if enc.disease.loss is not None else lm_loss.new_zeros(())
         return ModelOutput(lm_loss + self.config.classifier_weight * cls_loss, lm_loss, cls_loss, enc)
+
+    @torch.no_grad()
+    def probabilities(self, images: Tensor, view_mask: Tensor) -> Tensor:
+        """The classifier alone (steps 1-2): (B, 14) probabilities; what thresholds are fit on."""
+        was_training = self.training
+        self.eval()
+        try:
+            vis = self.vision(images, view_mask)
+            return torch.sigmoid(self.qformer(vis.tokens, vis.mask).logits.float())
+        finally:
+            self.train(was_training)
 
     # ---- the one generate path: validation, test, batch and the API all call this ----
     @torch.no_grad()
@@ -175,7 +210,7 @@ class R2GenKG(nn.Module):
         self.eval()
         try:
             enc = self.encode(images, view_mask, study_ids)
-            embeds, mask = splice_for_generation(embed_tokens(self.llm), self.prompt, enc.prefix)
+            embeds, mask = splice_for_generation(embed_tokens(self.llm), self.prompt, enc.prefix, enc.prompt_states)
         finally:
             self.train(was_training)
         return embeds, mask, enc
@@ -193,14 +228,19 @@ class R2GenKG(nn.Module):
             completions = (backend or HFBackend(self.llm, self.tokenizer)).generate(embeds, mask, settings, on_token)
         finally:
             self.llm.train(was_training)
-        return self.results(study_ids, completions, enc, int(mask.shape[1]))
+        return self.results(study_ids, completions, enc, int(mask.shape[1]), settings)
 
     def results(self, study_ids: list[str], completions: list[Completion], enc: Encoded,
-                prompt_tokens: int) -> list[GenerationResult]:
-        texts = self.tokenizer.batch_decode([c.token_ids for c in completions], skip_special_tokens=True)
+                prompt_tokens: int, settings: GenerationSettings) -> list[GenerationResult]:
+        texts = [t.strip() for t in self.tokenizer.batch_decode([c.token_ids for c in completions],
+                                                                 skip_special_tokens=True)]
+        if settings.drop_repeated_sentences:
+            texts = [drop_repeated_sentences(t)[0] for t in texts]
         probs = torch.sigmoid(enc.disease.logits.float()).cpu().numpy()
-        return [GenerationResult(sid, text.strip(), {o.value: float(p) for o, p in zip(OBSERVATIONS, probs[b])},
-                                 self._evidence(enc, b), prompt_tokens, len(c.token_ids), c.finish_reason)
+        states = enc.states.cpu().numpy()
+        return [GenerationResult(sid, text, {o.value: float(p) for o, p in zip(OBSERVATIONS, probs[b])},
+                                 self._evidence(enc, b), state_names(states[b]), prompt_tokens, len(c.token_ids),
+                                 c.finish_reason)
                 for b, (sid, text, c) in enumerate(zip(study_ids, texts, completions))]
 
     @staticmethod
@@ -213,6 +253,3 @@ class R2GenKG(nn.Module):
             ev.retrieved = {o.value: [i for i in row if i >= 0] for o, row in zip(OBSERVATIONS, ids)}
         return ev
 
-
-def positive_observations(result: GenerationResult, threshold: float = 0.5) -> list[Observation]:
-    return [Observation(name) for name, p in result.probabilities.items() if p >= threshold]

@@ -32,14 +32,15 @@ from generator.api_inputs import read_settings, read_study
 from generator.api_schema import APIError, ChatCompletionRequest, ServerConfig, validation_error
 from generator.batcher import DynamicBatcher, Job, QueueFullError
 from generator.engine import Engine
-from generator.model import GenerationResult, positive_observations
+from generator.model import GenerationResult
 
 log = logging.getLogger(__name__)
 
 
 # ---- responses --------------------------------------------------------------------------------
 def extension(result: GenerationResult, engine: Engine, seconds: float) -> dict[str, Any]:
-    return {"observations": result.probabilities, "positive": [o.value for o in positive_observations(result)],
+    return {"observations": result.probabilities, "states": result.states,
+            "positive": result.positive,
             "evidence": asdict(result.evidence), "model_id": engine.model_id, "timing_ms": round(seconds * 1000, 1)}
 
 

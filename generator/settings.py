@@ -19,6 +19,7 @@ class GenerationSettings:
     temperature: float = 0.0       # 0 → deterministic (greedy / beam); > 0 → sampling
     top_p: float = 1.0
     seed: int | None = None        # sampling seed; None → the process RNG
+    drop_repeated_sentences: bool = True   # a sentence the decoder writes again is left out of the report
 
     def __post_init__(self) -> None:
         if self.num_beams < 1 or self.max_new_tokens < 1:

@@ -1,31 +1,50 @@
 #!/usr/bin/env bash
-# The docs/results.md experiment: the four iu_phantom variants, same seed and budget, each
-# trained (resumable: rerun to continue) then evaluated on the 590 test studies.
-#   scripts/ablations.sh [variant ...]      variants: full global no_kg no_disease_tokens
+# The docs/results.md experiment: the iu_phantom variants, several seeds each, the same budget
+# (train.epochs of configs/iu_phantom.yaml, no early stopping), each trained (resumable: rerun to
+# continue where it stopped) then evaluated on the 590 test studies with greedy decoding.
+#   scripts/ablations.sh [RUN ...]     RUN: a variant (all its seeds) or VARIANT/seedN
+#   THREADS=1 scripts/ablations.sh full/seed1 &  THREADS=1 scripts/ablations.sh full/seed2 &
+# Variants and seeds: full, global, no_kg, full_no_diagnosis_prompt × seeds 1 2 3;
+# no_disease_tokens, full_plain_bce × seed 1. Then: .venv/bin/python scripts/results_table.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R2GENKG=${R2GENKG:-.venv/bin/r2genkg}
 OUT=${OUT:-outputs/runs/ablations}
+THREADS=${THREADS:-2}
 
 declare -A OVERRIDES=(
   [full]=""
   [global]="model.kg.mode=global"
   [no_kg]="model.kg.mode=none model.cross_attention=false"
   [no_disease_tokens]="model.disease_tokens.enabled=false"
+  [full_no_diagnosis_prompt]="model.diagnosis_prompt=false"
+  [full_plain_bce]="model.qformer.imbalance=none"
 )
-variants=("$@")
-[ ${#variants[@]} -eq 0 ] && variants=(full global no_kg no_disease_tokens)
+declare -A SEEDS=(
+  [full]="1 2 3" [global]="1 2 3" [no_kg]="1 2 3" [full_no_diagnosis_prompt]="1 2 3"
+  [no_disease_tokens]="1" [full_plain_bce]="1"
+)
+ORDER=(full no_kg full_no_diagnosis_prompt global no_disease_tokens full_plain_bce)
 
-for v in "${variants[@]}"; do
-  [ -n "${OVERRIDES[$v]+x}" ] || { echo "unknown variant $v (full global no_kg no_disease_tokens)" >&2; exit 2; }
-  echo "=== $v: train" >&2
+runs=()
+for arg in "${@:-${ORDER[@]}}"; do
+  variant=${arg%%/*}
+  [ -n "${OVERRIDES[$variant]+x}" ] || { echo "unknown variant $variant (${ORDER[*]})" >&2; exit 2; }
+  if [[ $arg == */seed* ]]; then runs+=("$arg"); else for s in ${SEEDS[$variant]}; do runs+=("$variant/seed$s"); done; fi
+done
+
+mkdir -p "$OUT"
+for run in "${runs[@]}"; do
+  variant=${run%%/*}; seed=${run##*/seed}
+  dir="$OUT/$variant/seed$seed"
+  if [ -f "$dir/best/eval_test/results.json" ]; then echo "=== $run: done" >&2; continue; fi
+  echo "=== $run: train (threads $THREADS)" >&2
   start=$(date +%s)
   # shellcheck disable=SC2086
-  "$R2GENKG" train --config configs/iu_phantom.yaml train.output_dir="$OUT/$v" ${OVERRIDES[$v]}
-  echo "$v train wall seconds: $(( $(date +%s) - start ))" | tee -a "$OUT/times.txt" >&2
-  if [ ! -f "$OUT/$v/best/eval_test/results.json" ]; then
-    start=$(date +%s)
-    "$R2GENKG" test "$OUT/$v/best" --split test
-    echo "$v test wall seconds: $(( $(date +%s) - start ))" | tee -a "$OUT/times.txt" >&2
-  fi
+  "$R2GENKG" train --config configs/iu_phantom.yaml train.output_dir="$dir" train.seed="$seed" \
+    train.threads="$THREADS" ${OVERRIDES[$variant]}
+  echo "$run train wall_s=$(( $(date +%s) - start )) threads=$THREADS started=$(date -d @"$start" -Is)" >> "$OUT/times.txt"
+  start=$(date +%s)
+  "$R2GENKG" test "$dir/best" --split test --batch-size 32
+  echo "$run test wall_s=$(( $(date +%s) - start )) threads=$THREADS" >> "$OUT/times.txt"
 done

@@ -1,25 +1,32 @@
-"""Which vision backbone learns the phantoms within a CPU budget? Classifier-only probe.
+"""Which vision backbone, and which classifier loss, learns the phantoms within a CPU budget?
+A classifier-only probe.
 
-What: the iu_phantom vision encoder + disease Q-Former + its 14-way head, trained with BCE only
-for --steps steps on the phantom train split, then val AUROC per observation. Run it once per
-backbone to compare: the from-scratch Swin of the first iu_phantom draft against the narrow
-timm ResNet the config now uses (docs/results.md).
+What: the iu_phantom vision encoder + disease Q-Former + its 14-way head, trained with the
+classifier loss only for --steps steps on the phantom train split, then per observation on val:
+AUROC, and F1 of label 1 at the F1-optimal threshold (generator.decisions.fit_thresholds, fit on
+val itself: the best a threshold can do, the same for every loss) and at 0.5. Run it once per
+backbone or per --imbalance policy to compare (docs/results.md). --json writes the last evaluation.
 Needs: phantoms under outputs/phantoms/iu_128 (any iu_phantom train run renders them).
 Run:   .venv/bin/python scripts/vision_probe.py --backbone swin --steps 600
        .venv/bin/python scripts/vision_probe.py --backbone resnet --steps 300
+       .venv/bin/python scripts/vision_probe.py --imbalance pos_weight --steps 650 --json outputs/probe/pos_weight.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from cxr.datasets import load_split
-from encoders.qformer import DiseaseQFormer
+from cxr.observations import FIVE_OBSERVATIONS, OBSERVATIONS, POSITIVE
+from encoders.qformer import DiseaseQFormer, Imbalance
 from encoders.vision import SwinEncoder
+from generator.decisions import fit_thresholds
 from training.config import load_experiment
 from training.data import StudyDataset, make_loader
 from training.metrics.auroc import auroc_per_observation
@@ -31,7 +38,12 @@ BACKBONES = {
 }
 
 
-def evaluate(vision: SwinEncoder, qformer: DiseaseQFormer, val: StudyDataset) -> dict[str, float | None]:
+def _micro_f1(decided: np.ndarray, truth: np.ndarray) -> float:
+    tp = int((decided & truth).sum())
+    return 2 * tp / max(int(decided.sum()) + int(truth.sum()), 1)
+
+
+def evaluate(vision: SwinEncoder, qformer: DiseaseQFormer, val: StudyDataset) -> dict[str, object]:
     vision.eval()
     qformer.eval()
     probs = []
@@ -41,7 +53,20 @@ def evaluate(vision: SwinEncoder, qformer: DiseaseQFormer, val: StudyDataset) ->
             probs.append(torch.sigmoid(qformer(v.tokens, v.mask).logits))
     vision.train()
     qformer.train()
-    return auroc_per_observation(torch.cat(probs).numpy(), val.labels.numpy())
+    p, labels = torch.cat(probs).numpy(), val.labels.numpy()
+    auroc = auroc_per_observation(p, labels)
+    thresholds = fit_thresholds(p, labels)
+    truth = labels == POSITIVE
+    fitted = p >= np.array(thresholds.positive)
+    five = [OBSERVATIONS.index(o) for o in FIVE_OBSERVATIONS]
+    known = [x for x in auroc.values() if x is not None]
+    f1s = [f for f in thresholds.f1 if f is not None]
+    return {"mean_auroc": float(np.mean(known)), "mean_f1_fitted": float(np.mean(f1s)),
+            "micro_f1_fitted": _micro_f1(fitted, truth), "micro_f1_at_0.5": _micro_f1(p >= 0.5, truth),
+            "CE5_micro_f1_fitted": _micro_f1(fitted[:, five], truth[:, five]),
+            "CE5_micro_f1_at_0.5": _micro_f1(p[:, five] >= 0.5, truth[:, five]),
+            "auroc": {k: None if x is None else round(x, 3) for k, x in auroc.items()},
+            "f1_fitted": {o.value: None if f is None else round(f, 3) for o, f in zip(OBSERVATIONS, thresholds.f1)}}
 
 
 def main() -> None:
@@ -50,21 +75,29 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--every", type=int, default=150, help="evaluate every N steps")
+    p.add_argument("--imbalance", choices=[i.value for i in Imbalance], default=None,
+                   help="classifier loss policy (default: the config's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=str, default=None, help="write the last evaluation here")
     args = p.parse_args()
-    cfg = load_experiment("configs/iu_phantom.yaml", BACKBONES[args.backbone])
-    torch.manual_seed(0)
+    overrides = BACKBONES[args.backbone] + ([f"model.qformer.imbalance={args.imbalance}"] if args.imbalance else [])
+    cfg = load_experiment("configs/iu_phantom.yaml", overrides)
+    torch.manual_seed(args.seed)
     cache = "outputs/runs/.image_cache"
     train = StudyDataset(load_split(cfg.data, "train"), cfg.data, cache_dir=cache)
     val = StudyDataset(load_split(cfg.data, "val"), cfg.data, cache_dir=cache)
     vision = SwinEncoder(cfg.model.vision)
     qformer = DiseaseQFormer(replace(cfg.model.qformer, encoder_hidden_size=vision.out_dim))
+    qformer.set_prior(train.labels)
     params = [*vision.parameters(), *qformer.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     print(f"{args.backbone}: {cfg.model.vision.model_name}, {sum(x.numel() for x in vision.parameters()):,} "
-          f"parameters, {vision.num_tokens(1)} tokens x {vision.out_dim}")
+          f"parameters, {vision.num_tokens(1)} tokens x {vision.out_dim}; imbalance "
+          f"{cfg.model.qformer.imbalance.value}")
+    result: dict[str, object] = {}
     step, t0 = 0, time.perf_counter()
     while step < args.steps:
-        for batch in make_loader(train, cfg.train.batch_size, seed=0, epoch=step):
+        for batch in make_loader(train, cfg.train.batch_size, seed=args.seed, epoch=step):
             v = vision(batch.images, batch.view_mask)
             loss = qformer(v.tokens, v.mask, batch.labels).loss
             opt.zero_grad()
@@ -73,13 +106,19 @@ def main() -> None:
             opt.step()
             step += 1
             if step % args.every == 0 or step == args.steps:
-                auc = evaluate(vision, qformer, val)
-                known = [x for x in auc.values() if x is not None]
-                shown = {k: round(x, 3) for k, x in auc.items() if x is not None}
-                print(f"step {step} ({time.perf_counter() - t0:.0f} s): val mean AUROC {np.mean(known):.3f} {shown}",
-                      flush=True)
+                result = {"step": step, "seconds": round(time.perf_counter() - t0, 1), **evaluate(vision, qformer, val)}
+                print(f"step {step} ({result['seconds']:.0f} s): val mean AUROC {result['mean_auroc']:.3f}, "
+                      f"mean F1 {result['mean_f1_fitted']:.3f} and micro F1 {result['micro_f1_fitted']:.3f} "
+                      f"(fitted thresholds), micro F1 {result['micro_f1_at_0.5']:.3f} at 0.5, CE-5 micro F1 "
+                      f"{result['CE5_micro_f1_fitted']:.3f} fitted / {result['CE5_micro_f1_at_0.5']:.3f} at 0.5; "
+                      f"AUROC {result['auroc']}", flush=True)
             if step >= args.steps:
                 break
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"imbalance": cfg.model.qformer.imbalance.value, "backbone": args.backbone,
+                                   "seed": args.seed, **result}, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the deployment's ``StoreConfig``).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -14,6 +15,38 @@ from pathlib import Path
 
 from generator.config import RunConfig
 from generator.config_io import load_config
+
+# Model selection: a weighted sum of validation metrics (training.evaluate's flat names).
+SELECTION_PRESETS: dict[str, dict[str, float]] = {
+    "paper": {"BLEU_4": 0.5, "CIDEr": 0.5},          # the paper's 0.5·BLEU-4 + 0.5·CIDEr
+    "clinical": {"BLEU_4": 0.25, "CIDEr": 0.25,      # fluency and findings in equal parts
+                 "CE14_macro_f1": 0.25, "CE5_micro_f1": 0.25},
+}
+SELECTABLE = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "CIDEr", "CE14_micro_f1", "CE14_macro_f1",
+              "CE5_micro_f1", "CE5_macro_f1", "consistency_f1", "classifier_mean_auroc")
+
+
+def selection_weights(spec: str) -> dict[str, float]:
+    """A preset name (``paper``, ``clinical``) or ``metric:weight[,metric:weight…]``."""
+    if spec in SELECTION_PRESETS:
+        return dict(SELECTION_PRESETS[spec])
+    weights: dict[str, float] = {}
+    for part in spec.split(","):
+        name, _, weight = part.partition(":")
+        name = name.strip()
+        if name not in SELECTABLE:
+            raise ValueError(f"TrainConfig.selection={spec!r}: {name!r} is neither a preset "
+                             f"({', '.join(SELECTION_PRESETS)}) nor a metric ({', '.join(SELECTABLE)})")
+        if name in weights:
+            raise ValueError(f"TrainConfig.selection={spec!r}: {name!r} is given twice")
+        try:
+            weights[name] = float(weight)
+        except ValueError:
+            weights[name] = math.nan
+        if not math.isfinite(weights[name]):
+            raise ValueError(f"TrainConfig.selection={spec!r}: the weight of {name!r} is not a number, or not a finite one "
+                             "(write metric:weight, e.g. CE14_macro_f1:1)")
+    return weights
 
 
 class Precision(str, Enum):
@@ -42,6 +75,12 @@ class TrainConfig:
     patience: int = 3                # epochs without a better validation score before stopping (0: never)
     max_steps: int | None = None     # stop after this many optimizer steps (tests, smoke runs)
     validate: bool = True            # generate on the val split after each epoch
+    selection: str = "clinical"      # what "best" means on val: a SELECTION_PRESETS name or metric:weight,…
+    # diagnosis prompt: the share of studies whose prompt carries the model's own decided states
+    # instead of the report's; 0 before diagnosis_from_epoch, then rising linearly to
+    # diagnosis_final_share in the last epoch
+    diagnosis_from_epoch: int = 1
+    diagnosis_final_share: float = 0.5
 
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)
@@ -55,8 +94,21 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: need 0 < min_lr ({self.min_lr}) ≤ lr ({self.lr})")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"TrainConfig.max_steps must be ≥ 1 or null, got {self.max_steps}")
+        selection_weights(self.selection)   # validates
+        if not 0.0 <= self.diagnosis_final_share <= 1.0:
+            raise ValueError(f"TrainConfig.diagnosis_final_share must be in [0, 1], got {self.diagnosis_final_share}")
+        if self.diagnosis_from_epoch < 0:
+            raise ValueError(f"TrainConfig.diagnosis_from_epoch must be ≥ 0, got {self.diagnosis_from_epoch}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"TrainConfig.threads must be ≥ 1 or null, got {self.threads}")
+
+
+    def decided_share(self, epoch: int) -> float:
+        """The diagnosis schedule: the share of studies given decided states in ``epoch`` (0-based)."""
+        if epoch < self.diagnosis_from_epoch:
+            return 0.0
+        span = self.epochs - self.diagnosis_from_epoch
+        return self.diagnosis_final_share * (epoch - self.diagnosis_from_epoch + 1) / span if span > 0 else 0.0
 
 
 @dataclass

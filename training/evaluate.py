@@ -1,5 +1,7 @@
 """Score generated reports against references, the one home for it: NLG (BLEU/METEOR/ROUGE-L/
-CIDEr) + CE (14 and 5) + the classifier's AUROC when probabilities come with the reports.
+CIDEr) + CE (14 and 5) + the classifier's AUROC when probabilities come with the reports +
+``consistency`` when the model's decisions come with them (does the report say what the model
+decided?) + the count of reports that repeat a sentence.
 
 Entry points (validation, ``r2genkg test``, ``r2genkg evaluate``, run_batch --evaluate and the
 pipeline all end in ``compute_scores``):
@@ -26,9 +28,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cxr.clean import CleanStyle
+from cxr.clean import CleanStyle, repeated_sentences
 from cxr.labeler import label_reports
-from cxr.observations import FIVE_OBSERVATIONS, OBSERVATIONS
+from cxr.observations import FINDINGS, FIVE_OBSERVATIONS, OBSERVATIONS, POSITIVE
 from cxr.records import DataError, StudyRecord
 from training.metrics.auroc import auroc_per_observation
 from training.metrics.clinical import CEResult, ce_metrics
@@ -51,6 +53,10 @@ class ReportScores:
     ce_14: CEResult | None
     ce_5: CEResult | None
     auroc: dict[str, float | None] | None = None   # the classifier's, per observation (None: no probabilities)
+    # the labeler's positives in each report vs the model's own positive decisions, over the 13
+    # findings (None: no decisions given, or clinical off)
+    consistency: CEResult | None = None
+    repeated: int = 0                              # reports with a sentence written twice or more
 
     @property
     def mean_auroc(self) -> float | None:
@@ -65,7 +71,20 @@ class ReportScores:
             "ce_5": None if self.ce_5 is None else self.ce_5.to_dict(),
             "classifier_auroc": self.auroc,
             "classifier_mean_auroc": self.mean_auroc,
+            "consistency": None if self.consistency is None else self.consistency.to_dict(),
+            "consistency_f1": self.consistency_f1,
+            "repeated_reports": self.repeated,
+            "repeated_pct": self.repeated_pct,
         }
+
+    @property
+    def consistency_f1(self) -> float | None:
+        """Micro-F1 over the 13 findings between what the reports assert and what the model decided."""
+        return None if self.consistency is None else self.consistency.micro.f1
+
+    @property
+    def repeated_pct(self) -> float:
+        return 100.0 * self.repeated / self.n_reports if self.n_reports else 0.0
 
     def flat(self) -> dict[str, float]:
         """One level of ``name → value`` for loggers: ``BLEU_4``, ``CE14_micro_f1``, …"""
@@ -79,6 +98,9 @@ class ReportScores:
                     out[f"{tag}_{avg}_{metric}"] = getattr(prf, metric)
         if self.mean_auroc is not None:
             out["classifier_mean_auroc"] = self.mean_auroc
+        if self.consistency_f1 is not None:
+            out["consistency_f1"] = self.consistency_f1
+        out["repeated_pct"] = self.repeated_pct
         return out
 
 
@@ -98,13 +120,16 @@ def compute_scores(
     scorer: NLGScorer | None = None,
     probabilities: np.ndarray | None = None,
     reference_labels: np.ndarray | None = None,
+    decisions: np.ndarray | None = None,
     progress: bool = False,
 ) -> ReportScores:
     """All metrics of parallel ``preds`` / ``refs`` (raw text; ``style=None``: already cleaned).
 
     ``probabilities`` (n, 14): the classifier's, scored as AUROC against ``reference_labels``
-    (n, 14) or, without them, the labeler's reading of the raw references. Pass a long-lived
-    ``scorer`` to reuse its METEOR JVM (its own style / meteor settings then apply).
+    (n, 14) or, without them, the labeler's reading of the raw references. ``decisions`` (n, 14)
+    bool: the model's positive decisions, scored against the labeler's positives in ``preds``
+    (consistency). Pass a long-lived ``scorer`` to reuse its METEOR JVM (its own style / meteor
+    settings then apply).
     """
     if len(preds) != len(refs):
         raise ValueError(
@@ -128,19 +153,31 @@ def compute_scores(
             if own:
                 scorer.close()
         steps.update()
-        ce_14 = ce_5 = None
+        ce_14 = ce_5 = consistency = None
         if clinical:
             steps.set_postfix_str("CheXpert labels")
             texts = (norm_preds, norm_refs) if label_text is LabelText.CLEANED else (preds, refs)
             pred_labels, ref_labels = label_reports(list(texts[0])), label_reports(list(texts[1]))
             ce_14 = ce_metrics(pred_labels, ref_labels, OBSERVATIONS)
             ce_5 = ce_metrics(pred_labels, ref_labels, FIVE_OBSERVATIONS)
+            if decisions is not None:
+                consistency = consistency_metrics(pred_labels, decisions)
             steps.update()
     auroc = None
     if probabilities is not None:
         labels = reference_labels if reference_labels is not None else label_reports(list(refs))
         auroc = auroc_per_observation(np.asarray(probabilities), labels)
-    return ReportScores(len(preds), nlg, ce_14, ce_5, auroc)
+    repeated = sum(bool(repeated_sentences(p, scorer.style or CleanStyle.IU_XRAY)) for p in preds)
+    return ReportScores(len(preds), nlg, ce_14, ce_5, auroc, consistency, repeated)
+
+
+def consistency_metrics(report_labels: np.ndarray, decisions: np.ndarray) -> CEResult:
+    """The labeler's reading of the reports (n, 14) against the model's positive decisions (n, 14
+    bool), over the 13 findings: micro-F1 is ``consistency_f1``, per_class the per-observation view."""
+    decisions = np.asarray(decisions, dtype=bool)
+    if decisions.shape != np.shape(report_labels):
+        raise ValueError(f"decisions {decisions.shape} and report labels {np.shape(report_labels)} differ in shape")
+    return ce_metrics(report_labels, np.where(decisions, POSITIVE, np.nan), FINDINGS)
 
 
 # --- predictions file ↔ references -------------------------------------------------------------
@@ -148,6 +185,17 @@ def compute_scores(
 class Prediction:
     report: str
     probabilities: tuple[float, ...] | None   # the classifier's 14, OBSERVATIONS order (if given)
+    positive: tuple[bool, ...] | None = None  # the model's decisions, OBSERVATIONS order (if given)
+
+
+def _positive(item: dict[str, Any], where: str) -> tuple[bool, ...] | None:
+    value = item.get("positive")
+    if value is None:
+        return None
+    names = {o.value for o in OBSERVATIONS}
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in names for v in value):
+        raise DataError(f"{where}: 'positive' must be a list of observation names")
+    return tuple(o.value in value for o in OBSERVATIONS)
 
 
 def _probabilities(item: dict[str, Any], where: str) -> tuple[float, ...] | None:
@@ -163,7 +211,7 @@ def _probabilities(item: dict[str, Any], where: str) -> tuple[float, ...] | None
 
 
 def read_predictions(path: Path) -> dict[str, Prediction]:
-    """``{"id": str, "report": str[, "observations": {name: p}]}`` per line (blank lines ok),
+    """``{"id": str, "report": str[, "observations": {name: p}, "positive": [name, …]]}`` per line (blank lines ok),
     in file order: the rows run_batch and ``r2genkg test`` write."""
     path = Path(path)
     try:
@@ -192,7 +240,7 @@ def read_predictions(path: Path) -> dict[str, Prediction]:
         if study_id in out:
             duplicates.append(f"{study_id} (lines {first_line[study_id]} and {number})")
             continue
-        out[study_id] = Prediction(item["report"], _probabilities(item, where))
+        out[study_id] = Prediction(item["report"], _probabilities(item, where), _positive(item, where))
         first_line[study_id] = number
     if duplicates:
         raise DataError(f"{path}: {len(duplicates)} duplicate id(s): {_list_some(duplicates)}")
@@ -234,8 +282,10 @@ def _score(predictions_path: Path, preds: dict[str, Prediction], refs: dict[str,
     if not ids:
         raise DataError(f"{predictions_path}: no prediction has a reference report to score against")
     probs = [preds[i].probabilities for i in ids]
+    positive = [preds[i].positive for i in ids]
     scores = compute_scores([preds[i].report for i in ids], [refs[i] for i in ids], style,
                             probabilities=np.array(probs) if all(p is not None for p in probs) else None,
+                            decisions=np.array(positive) if all(p is not None for p in positive) else None,
                             **options)
     settings = {"predictions": str(predictions_path), "style": None if style is None else CleanStyle(style).value,
                 "meteor": options.get("meteor", True), "clinical": options.get("clinical", True),

@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on a split: generate → predictions.jsonl → NLG + CE (14 and 5) + AUROC.
 
-predictions.jsonl rows: {"id", "report", "observations": {observation: p}, "evidence": {...}}
+predictions.jsonl rows: {"id", "report", "observations": {observation: p}, "states": {observation: state},
+"positive": [observation, …], "evidence": {...}}
 results.json: ``training.evaluate``'s metrics (AUROC included) plus how they were made.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from cxr.datasets import load_split, prepare_images
 from generator.checkpoint import load_bundle, read_config_data
 from generator.config_io import apply_overrides, from_dict, to_dict
+from generator.decisions import Thresholds
 from generator.model import GenerationSettings
 from graphdb.store import StoreConfig
 from training.config import ExperimentConfig
@@ -31,6 +33,7 @@ class CheckpointEval:
     seconds: float
     studies_per_second: float
     skipped_studies: int
+    thresholds: Thresholds
 
     @property
     def auroc(self) -> dict[str, float | None]:
@@ -57,6 +60,7 @@ def evaluate_checkpoint(checkpoint: str | Path, store: StoreConfig, split: str =
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with load_bundle(checkpoint, store, config) as bundle:
         model = bundle.model.to(device)
+        thresholds = model.thresholds
         t0 = time.perf_counter()
         results = list(predict(model, dataset, config.generation, batch_size or config.train.batch_size,
                                device, progress=progress, desc=f"generate {split}", collator=collator))
@@ -65,16 +69,17 @@ def evaluate_checkpoint(checkpoint: str | Path, store: StoreConfig, split: str =
     with preds_path.open("w", encoding="utf-8") as f:
         for r in results:
             f.write(json.dumps({"id": r.study_id, "report": r.report, "observations": r.probabilities,
-                                "evidence": asdict(r.evidence)}) + "\n")
+                                "states": r.states, "positive": r.positive, "evidence": asdict(r.evidence)}) + "\n")
     result = evaluate_records(preds_path, dataset.records, config.data.clean_style,
                               source=f"{config.data.annotation_path} ({split})", meteor=meteor, progress=progress)
     if result is None:
         raise ValueError(f"the {split} split of {config.data.annotation_path} has no reference reports to score")
     report = CheckpointEval(result, out, seconds, len(results) / seconds if seconds else 0.0,
-                            collator.skipped_studies)
+                            collator.skipped_studies, thresholds)
     payload: dict[str, Any] = {**result.to_dict(), "classifier_auroc": report.auroc,
                                "classifier_mean_auroc": report.mean_auroc, "checkpoint": str(checkpoint),
                                "generation": to_dict(config.generation), "generation_seconds": seconds,
+                               "thresholds": thresholds.to_dict(),
                                "skipped_studies": collator.skipped_studies}
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return report

@@ -2,8 +2,10 @@
 
 Per epoch: micro-batches → loss (LM + classifier) → optimizer step every ``grad_accum`` → the
 disease-token bank is mined from the same forward passes (attention maps of the disease
-queries) and swapped in at the epoch's end → validation with the one ``generate()`` → early
-stopping on 0.5·BLEU-4 + 0.5·CIDEr.
+queries) and swapped in at the epoch's end → validation: the per-observation decision thresholds
+are fit on the val probabilities, then the one ``generate()`` writes the val reports → the
+selection score (``train.selection``: ``clinical`` by default, the paper's ``paper``) keeps the
+best epoch and drives early stopping.
 
 Exact resume rests on accelerate: ``save_state`` / ``load_state`` keep the optimizer, scheduler,
 RNG states and the registered loop state (counters, the half-mined bank, skip counts);
@@ -31,6 +33,7 @@ from tqdm import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from cxr.datasets import load_split, prepare_images
+from cxr.observations import State
 from generator.checkpoint import (
     CheckpointError,
     ModelBundle,
@@ -45,12 +48,13 @@ from generator.checkpoint import (
 )
 from generator.config import KGMode
 from generator.config_io import diff, from_dict, to_dict
+from generator.decisions import fit_thresholds
 from generator.llm import load_tokenizer
 from generator.model import R2GenKG
 from graphdb.store import StoreConfig
 from retrieval.index import IndexConfig
 from retrieval.tokens import BankConfig, DiseaseTokenBank
-from training.config import RESUMABLE_CHANGES, ExperimentConfig, Precision
+from training.config import RESUMABLE_CHANGES, ExperimentConfig, Precision, selection_weights
 from training.data import StudyCollator, StudyDataset, make_loader
 from training.evaluate import compute_scores
 from training.logs import csv_trackers
@@ -115,9 +119,13 @@ class TrainResult:
         return self.state.samples / self.state.seconds if self.state.seconds else 0.0
 
 
-def selection_score(metrics: dict[str, float]) -> float:
-    """The paper's model-selection score."""
-    return 0.5 * metrics["BLEU_4"] + 0.5 * metrics["CIDEr"]
+def selection_score(metrics: dict[str, float], selection: str = "paper") -> float:
+    """The model-selection score: ``selection``'s weighted sum of the validation metrics."""
+    weights = selection_weights(selection)
+    missing = [k for k in weights if k not in metrics]
+    if missing:
+        raise ValueError(f"selection {selection!r} needs {missing}, which validation did not compute")
+    return float(sum(w * metrics[k] for k, w in weights.items()))
 
 
 def step_checkpoints(output_dir: Path) -> list[Path]:
@@ -220,6 +228,7 @@ class Trainer:
         else:
             tokenizer = load_tokenizer(self.config.model.llm, train.reports)
         bundle = build_model(self.config, tokenizer, self.store)
+        bundle.model.qformer.set_prior(train.labels)   # the class-imbalance policies read the base rates
         if self.config.model.kg.mode == KGMode.PER_STUDY and bundle.model.provider is not None:
             # every label seed set of the training data, in one batched query up front
             bundle.model.provider.warm(train.label_seed_sets(self.config.model.qformer.uncertain_policy))
@@ -276,6 +285,7 @@ class Trainer:
 
         while state.epoch < tc.epochs and not state.stopped:
             teacher = state.epoch < cfg.model.kg.teacher_forcing_epochs
+            decided_share = tc.decided_share(state.epoch) if cfg.model.diagnosis_prompt else 0.0
             if miner.value is None:
                 miner.value = self._new_miner(model)
             loader = make_loader(train_ds, tc.batch_size, shuffle=True, seed=tc.seed, epoch=state.epoch,
@@ -288,9 +298,10 @@ class Trainer:
             for batch in loader:
                 batch = batch.to(acc.device)
                 boundary = (state.batch_in_epoch + 1) % tc.grad_accum == 0 or state.batch_in_epoch + 1 == batches_per_epoch
+                use_decided = torch.rand(len(batch)) < decided_share if decided_share else None
                 with acc.autocast():
                     out = wrapped(batch.images, batch.view_mask, batch.study_ids, batch.labels, batch.reports,
-                                  teacher_forcing=teacher)
+                                  teacher_forcing=teacher, use_decided=use_decided)
                 if not torch.isfinite(out.loss):
                     last = latest_checkpoint(self.out)
                     raise TrainingDiverged(
@@ -378,8 +389,22 @@ class Trainer:
         return DiseaseTokenBank(BankConfig(per_image=dt.per_image, per_disease=dt.per_disease),
                                 IndexConfig(dim=model.vision.out_dim, kind=dt.index))
 
+    def _fit_thresholds(self, model: R2GenKG, val_ds: StudyDataset) -> None:
+        """The classifier over val, then F1-optimal thresholds per observation: every decision the
+        val reports (and a checkpoint saved now) make uses them."""
+        device = self.accelerator.device
+        loader = make_loader(val_ds, self.config.train.batch_size, shuffle=False, collator=StudyCollator())
+        ids, probs = [], []
+        for batch in loader:
+            batch = batch.to(device)
+            probs.append(model.probabilities(batch.images, batch.view_mask).cpu().numpy())
+            ids += batch.study_ids
+        labels = dict(zip((r.study_id for r in val_ds.records), val_ds.labels.numpy()))
+        model.thresholds = fit_thresholds(np.concatenate(probs), np.stack([labels[i] for i in ids]), "val")
+
     def _validate(self, model: R2GenKG, val_ds: StudyDataset, state: TrainState) -> dict[str, float]:
         cfg = self.config
+        self._fit_thresholds(model, val_ds)
         results = list(predict(model, val_ds, cfg.generation, cfg.train.batch_size, self.accelerator.device,
                                progress=self.progress, desc="validate"))
         refs = {r.study_id: r.report for r in val_ds.records}
@@ -387,11 +412,14 @@ class Trainer:
         scores = compute_scores([r.report for r in results], [refs[r.study_id] for r in results],
                                 cfg.data.clean_style, meteor=False, clinical=True,
                                 probabilities=np.array([list(r.probabilities.values()) for r in results]),
-                                reference_labels=np.stack([labels[r.study_id] for r in results]))
+                                reference_labels=np.stack([labels[r.study_id] for r in results]),
+                                decisions=np.array([[s == State.POSITIVE.value for s in r.states.values()]
+                                                    for r in results]))
         flat = scores.flat()
-        metrics = {"step": state.step, "epoch": state.epoch, "score": selection_score(flat),
+        metrics = {"step": state.step, "epoch": state.epoch, "score": selection_score(flat, cfg.train.selection),
                    **{k: flat[k] for k in ("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr", "CE14_micro_f1",
-                                           "CE14_macro_f1", "CE5_micro_f1") if k in flat},
+                                           "CE14_macro_f1", "CE5_micro_f1", "consistency_f1", "repeated_pct")
+                      if k in flat},
                    "classifier_mean_auroc": scores.mean_auroc if scores.mean_auroc is not None else float("nan")}
         self.console.print("validation " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                                      for k, v in metrics.items()), highlight=False)

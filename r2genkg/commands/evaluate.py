@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cxr.clean import CleanStyle
+from generator.decisions import Thresholds
 from training.evaluate import EvalResult, LabelText
 
 
@@ -72,15 +73,45 @@ def auroc_table(aurocs: dict[str, float | None], mean: float | None) -> Table:
     return table
 
 
+def consistency_table(result: EvalResult) -> Table:
+    """Per finding: the model decided positive (rows of the JSONL's "positive") vs the report says so."""
+    ce = result.scores.consistency
+    assert ce is not None
+    table = Table(title=f"Says what it sees: consistency F1 {ce.micro.f1:.3f} (micro, 13 findings): "
+                        "the report's positives (labeler) vs the model's decisions",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("observation", "decided", "in report", "both", "F1"):
+        table.add_column(col, justify="left" if col == "observation" else "right", no_wrap=col == "observation")
+    for c in ce.per_class:
+        table.add_row(c.observation, str(c.tp + c.fn), str(c.tp + c.fp), str(c.tp), _fmt(c.f1, 3))
+    return table
+
+
+def thresholds_table(thresholds: Thresholds) -> Table:
+    table = Table(title=f"Decision thresholds (fit on {thresholds.fit_on})", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
+    for col in ("observation", "positive ≥", "uncertain ≥", "val F1"):
+        table.add_column(col, justify="left" if col == "observation" else "right", no_wrap=col == "observation")
+    for name, pos, unc, f1 in thresholds.table():
+        table.add_row(name, "never" if pos > 1 else f"{pos:.3f}", "–" if unc is None else f"{unc:.3f}",
+                      "–" if f1 is None else f"{f1:.3f}")
+    return table
+
+
 def print_result(console: Console, result: EvalResult) -> None:
     """The NLG table, then (when CE was computed) the CE summary and per-class tables, then the
-    classifier's AUROC (when the predictions carried probabilities)."""
+    classifier's AUROC (when the predictions carried probabilities), then consistency (when they
+    carried the model's decisions) and the repeated-sentence count."""
     console.print(nlg_table(result))
     if result.scores.ce_14 is not None:
         console.print(ce_summary_table(result))
         console.print(per_class_table(result))
     if result.scores.auroc is not None:
         console.print(auroc_table(result.scores.auroc, result.mean_auroc))
+    if result.scores.consistency is not None:
+        console.print(consistency_table(result))
+    console.print(f"reports with a repeated sentence: {result.scores.repeated} of {result.scores.n_reports} "
+                  f"({result.scores.repeated_pct:.1f}%)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         from generator.checkpoint import CheckpointError
         from generator.config_io import ConfigError
         from graphdb.store import GraphStoreError
-        from r2genkg.commands.evaluate import print_result
+        from r2genkg.commands.evaluate import print_result, thresholds_table
         from training.evaluate_checkpoint import evaluate_checkpoint
         from training.metrics.meteor import MeteorError
 
@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
         except (ConfigError, CheckpointError, DataError, GraphStoreError, MeteorError, FileNotFoundError,
                 ValueError) as exc:
             raise fail(console, exc) from exc
+        console.print(thresholds_table(report.thresholds))
         print_result(console, report.result)
         console.print(f"{report.result.counts['scored']} studies generated at {report.studies_per_second:.1f} "
                       f"studies/s; wrote {report.output_dir}/results.json", highlight=False)

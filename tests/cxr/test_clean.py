@@ -148,3 +148,24 @@ def test_equals_r2gen_on_random_tricky_text(style):
     for _ in range(3000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 60)))
         assert clean_report(text, style) == r2gen_reference(text, style), repr(text)
+
+
+def test_drop_repeated_sentences_keeps_first_occurrences_and_the_gaps_between_them():
+    from cxr.clean import drop_repeated_sentences
+
+    assert drop_repeated_sentences("the lungs are clear . the lungs are clear . no effusion .") == (
+        "the lungs are clear . no effusion .", 1)
+    # compared as R2Gen cleans a sentence: case and punctuation do not make a sentence new
+    assert drop_repeated_sentences("The lungs are clear.\nThe LUNGS are clear!. No effusion.") == (
+        "The lungs are clear. No effusion.", 1)
+    assert drop_repeated_sentences("a . b . a . b . a") == ("a . b .", 3)
+    assert drop_repeated_sentences("no repeats here. none at all.") == ("no repeats here. none at all.", 0)
+    assert drop_repeated_sentences("") == ("", 0)
+
+
+def test_complete_sentences_stops_at_the_last_finished_sentence():
+    from cxr.clean import complete_sentences
+
+    assert complete_sentences("a . b . c") == "a . b ."
+    assert complete_sentences("a .") == ""          # the end is not known to be final until a gap follows
+    assert complete_sentences("no period yet") == ""

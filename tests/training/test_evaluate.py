@@ -206,7 +206,7 @@ def test_flat_summary_and_label_text(iu_test):
     assert raw.nlg == cleaned.nlg  # label_text only changes what the labeler reads
     flat = cleaned.flat()
     assert "METEOR" not in flat and flat["BLEU_4"] == cleaned.nlg.bleu_4
-    assert flat["CE5_macro_f1"] == cleaned.ce_5.macro.f1 and len(flat) == 6 + 2 * 2 * 3
+    assert flat["CE5_macro_f1"] == cleaned.ce_5.macro.f1 and len(flat) == 6 + 2 * 2 * 3 + 1  # + repeated_pct
     assert compute_scores(preds, refs, meteor=False, clinical=False).ce_14 is None
     with pytest.raises(ValueError, match="parallel"):
         compute_scores(preds, refs[:-1], meteor=False)
