@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 THRESHOLDS_FILE = "thresholds.json"
 DEFAULT_THRESHOLD = 0.5
 NEVER = 1.0 + 1e-6      # a threshold no probability reaches: the observation is never decided
-MIN_POSITIVES = 5       # fewer positives than this in the fit split: too few to place a cut, never decided
+MIN_POSITIVES = 3       # fewer positives than this in the fit split: too few to place a cut; 0.5 stays
+MIN_F1 = 0.2            # a best val F1 below this: the classifier cannot find it; never decided positive
 
 
 @dataclass
@@ -86,12 +87,12 @@ def best_f1_threshold(probabilities: np.ndarray, target: np.ndarray,
 
     Candidates are the midpoints between sorted distinct probabilities, so a threshold never sits
     on a probability seen in the fit. Fewer than ``min_positives`` positives in ``target``:
-    (NEVER, None); with one or two positives the F1-optimal cut is noise, usually a cut so low
-    that the observation would be asserted for most studies.
+    (DEFAULT_THRESHOLD, None); with one or two positives the F1-optimal cut is noise, often a cut
+    so low that the observation would be asserted for most studies.
     """
     positives = int(target.sum())
     if positives < max(min_positives, 1):
-        return NEVER, None
+        return DEFAULT_THRESHOLD, None
     order = np.argsort(-probabilities, kind="stable")
     p, y = probabilities[order], target[order].astype(np.int64)
     tp = np.cumsum(y)
@@ -104,12 +105,15 @@ def best_f1_threshold(probabilities: np.ndarray, target: np.ndarray,
 
 
 def fit_thresholds(probabilities: np.ndarray, labels: np.ndarray, split: str = "val",
-                   min_positives: int = MIN_POSITIVES) -> Thresholds:
+                   min_positives: int = MIN_POSITIVES, min_f1: float = MIN_F1) -> Thresholds:
     """F1-optimal thresholds per observation from ``probabilities`` (n, 14) and CheXpert ``labels`` (n, 14).
 
     positive: F1 of ``p ≥ t`` against label 1 (what the CE metrics count as positive).
     uncertain: F1 against label 1 or -1; it makes a band only where it falls below the positive one.
-    An observation with fewer than ``min_positives`` positives in the split is never decided positive.
+    An observation with fewer than ``min_positives`` positives in the split keeps the 0.5 cut
+    (``f1`` None); likewise the uncertain band needs ``min_positives`` studies labelled 1 or -1.
+    One whose best F1 is below ``min_f1`` is never decided positive or uncertain: a weak classifier's
+    F1-optimal cut is a very low one that asserts the finding for most studies (``f1`` keeps the value).
     """
     probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels, dtype=np.float64)
     if probabilities.shape != labels.shape or probabilities.ndim != 2 or probabilities.shape[1] != len(OBSERVATIONS):
@@ -120,6 +124,8 @@ def fit_thresholds(probabilities: np.ndarray, labels: np.ndarray, split: str = "
         t_pos, f = best_f1_threshold(probabilities[:, j], labels[:, j] == POSITIVE, min_positives)
         t_any, _ = best_f1_threshold(probabilities[:, j], (labels[:, j] == POSITIVE) | (labels[:, j] == UNCERTAIN),
                                      min_positives)
+        if f is not None and f < min_f1:
+            t_pos, t_any = NEVER, NEVER
         positive.append(t_pos)
         uncertain.append(t_any if t_any < t_pos else NEVER)
         f1.append(f)

@@ -202,6 +202,17 @@ class R2GenKG(nn.Module):
         finally:
             self.train(was_training)
 
+    def text_loss(self, labels: Tensor, reports: list[str]) -> Tensor:
+        """The LM loss of ``reports`` given the prompt alone, with their own labels' states in the
+        diagnosis slot and no image or knowledge tokens: the decoder warm-up's objective."""
+        embed = embed_tokens(self.llm)
+        targets = report_ids(self.tokenizer, reports, self.config.max_report_tokens)
+        states = label_states(labels).long().to(embed.weight.device) if self.config.diagnosis_prompt else None
+        empty = embed.weight.new_zeros(len(reports), 0, embed.embedding_dim)
+        embeds, mask, lm_labels = splice_for_training(embed, self.prompt, empty, targets,
+                                                      self.tokenizer.pad_token_id, states)
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=lm_labels).loss
+
     # ---- the one generate path: validation, test, batch and the API all call this ----
     @torch.no_grad()
     def prompt_embeds(self, images: Tensor, view_mask: Tensor, study_ids: list[str]) -> tuple[Tensor, Tensor, Encoded]:

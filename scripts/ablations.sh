@@ -5,7 +5,7 @@
 #   scripts/ablations.sh [RUN ...]     RUN: a variant (all its seeds) or VARIANT/seedN
 #   THREADS=1 scripts/ablations.sh full/seed1 &  THREADS=1 scripts/ablations.sh full/seed2 &
 # Variants and seeds: full, global, no_kg, full_no_diagnosis_prompt × seeds 1 2 3;
-# no_disease_tokens, full_plain_bce × seed 1. Then: .venv/bin/python scripts/results_table.py
+# no_disease_tokens × seed 1. Then: .venv/bin/python scripts/results_table.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R2GENKG=${R2GENKG:-.venv/bin/r2genkg}
@@ -18,13 +18,12 @@ declare -A OVERRIDES=(
   [no_kg]="model.kg.mode=none model.cross_attention=false"
   [no_disease_tokens]="model.disease_tokens.enabled=false"
   [full_no_diagnosis_prompt]="model.diagnosis_prompt=false"
-  [full_plain_bce]="model.qformer.imbalance=none"
 )
 declare -A SEEDS=(
   [full]="1 2 3" [global]="1 2 3" [no_kg]="1 2 3" [full_no_diagnosis_prompt]="1 2 3"
-  [no_disease_tokens]="1" [full_plain_bce]="1"
+  [no_disease_tokens]="1"
 )
-ORDER=(full no_kg full_no_diagnosis_prompt global no_disease_tokens full_plain_bce)
+ORDER=(full no_kg full_no_diagnosis_prompt global no_disease_tokens)
 
 runs=()
 for arg in "${@:-${ORDER[@]}}"; do

@@ -19,7 +19,7 @@ from typing import Any
 
 from training.loop import COMPLETE, latest_checkpoint
 
-VARIANTS = ("full", "global", "no_kg", "no_disease_tokens", "full_no_diagnosis_prompt", "full_plain_bce")
+VARIANTS = ("full", "global", "no_kg", "no_disease_tokens", "full_no_diagnosis_prompt")
 REFERENCES = (("reference_most_frequent_report", "most_frequent_train_report"),
               ("reference_nearest_by_pixels", "nearest_train_report_by_pixels"))
 FIGURES = ("BLEU_4", "CIDEr", "CE14_micro_F1", "CE14_macro_F1", "CE5_micro_F1", "consistency_F1", "AUROC",

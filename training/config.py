@@ -79,8 +79,11 @@ class TrainConfig:
     # diagnosis prompt: the share of studies whose prompt carries the model's own decided states
     # instead of the report's; 0 before diagnosis_from_epoch, then rising linearly to
     # diagnosis_final_share in the last epoch
-    diagnosis_from_epoch: int = 1
-    diagnosis_final_share: float = 0.5
+    diagnosis_from_epoch: int = 2
+    diagnosis_final_share: float = 0.25
+    # text-only epochs over the train reports before the joint training: the decoder learns to
+    # write what the diagnosis prompt's states say (the reports' own labels), no image tokens
+    decoder_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)
@@ -97,6 +100,8 @@ class TrainConfig:
         selection_weights(self.selection)   # validates
         if not 0.0 <= self.diagnosis_final_share <= 1.0:
             raise ValueError(f"TrainConfig.diagnosis_final_share must be in [0, 1], got {self.diagnosis_final_share}")
+        if self.decoder_warmup_epochs < 0:
+            raise ValueError(f"TrainConfig.decoder_warmup_epochs must be ≥ 0, got {self.decoder_warmup_epochs}")
         if self.diagnosis_from_epoch < 0:
             raise ValueError(f"TrainConfig.diagnosis_from_epoch must be ≥ 0, got {self.diagnosis_from_epoch}")
         if self.threads is not None and self.threads < 1:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from cxr.datasets import load_split, prepare_images
-from cxr.observations import State
+from cxr.observations import State, UncertainPolicy, positive_mask
 from generator.checkpoint import (
     CheckpointError,
     ModelBundle,
@@ -71,6 +71,16 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+def warmup_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Sampling weights of the decoder warm-up, one per report: 1/sqrt(base rate) of the rarest
+    finding it states (positive or uncertain; No Finding's for a report that states none), so the
+    rare findings' sentences are seen often enough to be learnt from their text alone."""
+    stated = positive_mask(labels, UncertainPolicy.ONES)                    # (N, 14)
+    rate = stated.float().mean(0).clamp_min(1.0 / len(labels))              # (14,)
+    per_finding = torch.where(stated, rate.rsqrt(), torch.zeros_like(rate))
+    return per_finding.max(1).values.clamp_min(float(rate[0].rsqrt()))
+
+
 @dataclass
 class TrainState:
     epoch: int = 0                 # current epoch (0-based)
@@ -82,6 +92,7 @@ class TrainState:
     samples: int = 0               # training studies seen
     seconds: float = 0.0           # training wall time (excludes validation)
     stopped: str = ""              # why training ended: epochs | early_stop | max_steps
+    warmed_up: bool = False        # the decoder warm-up (train.decoder_warmup_epochs) is done
 
     # accelerate's register_for_checkpointing protocol
     def state_dict(self) -> dict[str, Any]:
@@ -89,7 +100,7 @@ class TrainState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for f in fields(self):
-            setattr(self, f.name, state[f.name])
+            setattr(self, f.name, state.get(f.name, f.default))   # fields added later keep their default
 
 
 class Slot:
@@ -282,6 +293,12 @@ class Trainer:
             state.stopped = ""   # a max_steps stop is not a reason to stay stopped
             self.console.print(f"resumed from {self.resume_from} (epoch {state.epoch}, step {state.step})")
         history: list[dict[str, float]] = []
+        if tc.decoder_warmup_epochs and not state.warmed_up and state.step == 0:
+            t0 = time.perf_counter()
+            self._warm_decoder(model, train_ds)
+            state.seconds += time.perf_counter() - t0   # training time, like the epochs'
+            state.warmed_up = True
+            self._save_step(state)
 
         while state.epoch < tc.epochs and not state.stopped:
             teacher = state.epoch < cfg.model.kg.teacher_forcing_epochs
@@ -370,6 +387,39 @@ class Trainer:
         best = self.out / BEST if (self.out / BEST).is_dir() else None
         return TrainResult(state, self.out, best, history, self.collator.skipped_studies,
                            self.collator.skipped_views)
+
+    def _warm_decoder(self, model: R2GenKG, train_ds: StudyDataset) -> None:
+        """train.decoder_warmup_epochs over the train reports alone (R2GenKG.text_loss), drawn by
+        ``warmup_weights``, with an optimizer of its own, so the joint training's optimizer and
+        schedule start as they would without."""
+        tc, acc = self.config.train, self.accelerator
+        params = [p for p in model.llm.parameters() if p.requires_grad]
+        if not params:
+            return
+        optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        generator = torch.Generator().manual_seed(tc.seed)
+        n, size = len(train_ds), tc.batch_size
+        weights = warmup_weights(train_ds.labels)
+        bar = tqdm(total=tc.decoder_warmup_epochs * math.ceil(n / size), desc="decoder warm-up", unit="batch",
+                   disable=not self.progress or not acc.is_main_process)
+        model.train()
+        for _ in range(tc.decoder_warmup_epochs):
+            order = torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
+            for start in range(0, n, size):
+                idx = order[start:start + size]
+                loss = model.text_loss(train_ds.labels[idx].to(acc.device), [train_ds.reports[i] for i in idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if acc.num_processes > 1:   # text_loss is not forward(): average the gradients by hand
+                    for p in params:
+                        if p.grad is not None:
+                            p.grad = acc.reduce(p.grad, reduction="mean")
+                if tc.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm)
+                optimizer.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
 
     def _save_step(self, state: TrainState) -> None:
         """checkpoints/checkpoint_<step>: the model files, accelerate's state, then the COMPLETE mark."""

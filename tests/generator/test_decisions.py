@@ -13,6 +13,7 @@ import torch
 from cxr.observations import OBSERVATIONS, STATES, State
 from generator.decisions import (
     DEFAULT_THRESHOLD,
+    DEFAULT_THRESHOLD,
     MIN_POSITIVES,
     NEVER,
     THRESHOLDS_FILE,
@@ -90,26 +91,25 @@ def test_the_lowest_cut_sits_below_every_probability():
     assert 0.0 < t < 0.4 and f1 == 1.0
 
 
-def test_no_positive_means_never():
+def test_no_positive_keeps_the_default_cut():
     p = np.array([0.99, 0.5, 0.1])
     for min_positives in (MIN_POSITIVES, 1, 0):
         t, f1 = best_f1_threshold(p, np.zeros(3, dtype=bool), min_positives)
-        assert t == NEVER and f1 is None
-    assert t > 1.0 and not (p >= t).any()
+        assert t == DEFAULT_THRESHOLD and f1 is None
 
 
-def test_too_few_positives_are_never_decided():
-    assert MIN_POSITIVES == 5
+def test_too_few_positives_keep_the_default_cut():
+    assert MIN_POSITIVES == 3
     rng = np.random.default_rng(1)
     p = rng.random(30)
     y = np.zeros(30, dtype=bool)
-    y[np.argsort(-p)[:4]] = True                     # 4 positives, perfectly ranked: still too few
-    assert best_f1_threshold(p, y) == (NEVER, None)
-    t, f1 = best_f1_threshold(p, y, min_positives=4)
-    assert f1 == 1.0 and (p >= t).sum() == 4
-    y[np.argsort(-p)[4]] = True                      # the 5th: fit by default
+    y[np.argsort(-p)[:2]] = True                     # 2 positives, perfectly ranked: still too few
+    assert best_f1_threshold(p, y) == (DEFAULT_THRESHOLD, None)
+    t, f1 = best_f1_threshold(p, y, min_positives=2)
+    assert f1 == 1.0 and (p >= t).sum() == 2
+    y[np.argsort(-p)[2]] = True                      # the 3rd: fit by default
     t, f1 = best_f1_threshold(p, y)
-    assert f1 == 1.0 and (p >= t).sum() == 5
+    assert f1 == 1.0 and (p >= t).sum() == 3
 
 
 # ---- fit_thresholds -----------------------------------------------------------------------------
@@ -132,9 +132,9 @@ def test_positive_threshold_is_fit_against_label_one_only():
     assert th.f1[c] == pytest.approx(2 * 2 / (4 + 2))
     # label 1 or -1: all four top studies → cut at (0.5 + 0.2) / 2 = 0.35 too: no band below it
     assert th.uncertain[c] == NEVER
-    # every other column has no positive: never decided positive, no F1
+    # every other column has no positive: the default cut, no F1
     others = [j for j in range(14) if j != c]
-    assert all(th.positive[j] == NEVER and th.f1[j] is None and th.uncertain[j] == NEVER for j in others)
+    assert all(th.positive[j] == DEFAULT_THRESHOLD and th.f1[j] is None and th.uncertain[j] == NEVER for j in others)
     assert th.fit_on == "val (6 studies)"
 
 
@@ -154,26 +154,26 @@ def test_uncertain_band_only_where_it_is_lower():
     assert th.table()[c][2] is None
 
 
-def test_uncertain_without_positives_still_makes_a_band():
+def test_uncertain_without_positives_makes_no_band_above_the_default_cut():
     c = 9
     probs, labels = _table(c, [0.8, 0.3, 0.2], [-1, 0, 0])
     th = fit_thresholds(probs, labels, min_positives=1)
-    assert th.positive[c] == NEVER and th.f1[c] is None
-    assert th.uncertain[c] == pytest.approx(0.55)
-    assert th.states(torch.tensor([[0.1] * 9 + [0.9] + [0.1] * 4]))[0, c].item() == UNC
+    # no positive: the 0.5 cut stays; the label-1-or--1 cut (0.55) lies above it, so no band
+    assert th.positive[c] == DEFAULT_THRESHOLD and th.f1[c] is None
+    assert th.uncertain[c] == NEVER
 
 
 def test_fit_thresholds_needs_min_positives_per_observation():
     c = 4
-    # 3 positives and 3 uncertain at the top: too few positives to decide positive (default 5),
-    # but label 1 or -1 counts 6: an uncertain band above the cut
-    probs, labels = _table(c, [0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.3, 0.2, 0.1], [1, -1, 1, -1, 1, -1, 0, 0, 0])
+    # 2 positives and 3 uncertain at the top: too few positives to fit (default 3): the 0.5 cut;
+    # label 1 or -1 counts 5: an uncertain band [0.475, 0.5) below it
+    probs, labels = _table(c, [0.9, 0.85, 0.8, 0.49, 0.48, 0.3, 0.2, 0.1], [1, -1, 1, -1, -1, 0, 0, 0])
     th = fit_thresholds(probs, labels)
-    assert th.positive[c] == NEVER and th.f1[c] is None
-    assert th.uncertain[c] == pytest.approx(0.475)
-    assert th.states(torch.tensor(probs))[:, c].tolist() == [UNC] * 6 + [NEG] * 3
-    loose = fit_thresholds(probs, labels, min_positives=3)
-    assert loose.positive[c] < NEVER and loose.f1[c] is not None
+    assert th.positive[c] == DEFAULT_THRESHOLD and th.f1[c] is None
+    assert th.uncertain[c] == pytest.approx(0.39)
+    assert th.states(torch.tensor(probs))[:, c].tolist() == [POS] * 3 + [UNC] * 2 + [NEG] * 3
+    loose = fit_thresholds(probs, labels, min_positives=2)
+    assert loose.positive[c] != DEFAULT_THRESHOLD and loose.f1[c] is not None
 
 
 @pytest.mark.parametrize("probs_shape, labels_shape", [
@@ -249,7 +249,7 @@ def test_to_dict_from_dict_round_trip():
     assert data["fit_on"] == "val (30 studies)"
     assert list(data["observations"]) == [o.value for o in OBSERVATIONS]
     row = data["observations"]["Pleural Other"]
-    assert row == {"positive": NEVER, "uncertain": None, "val_f1": None}
+    assert row == {"positive": DEFAULT_THRESHOLD, "uncertain": None, "val_f1": None}
     # no band is written as null; a band as its value
     for o, p, u in zip(OBSERVATIONS, th.positive, th.uncertain):
         assert data["observations"][o.value]["uncertain"] == (u if u < p else None)
@@ -336,3 +336,16 @@ def test_fitted_midpoint_between_adjacent_float32_values_separates_them():
     th = fit_thresholds(p, labels)
     assert th.f1[0] == 1.0
     assert th.states(torch.from_numpy(p))[:, 0].tolist() == [POS] * 5 + [NEG] * 5
+
+
+def test_an_observation_the_classifier_cannot_find_is_never_decided():
+    rng = np.random.default_rng(3)
+    c = 12                                      # Fracture
+    probs = np.full((300, 14), 0.1)
+    probs[:, c] = rng.random(300)              # unrelated to the labels
+    labels = np.full((300, 14), NAN)
+    labels[:4, c] = 1.0                          # 4 positives, ranked anywhere
+    th = fit_thresholds(probs, labels)
+    assert th.f1[c] is not None and th.f1[c] < 0.2
+    assert th.positive[c] == NEVER and th.uncertain[c] == NEVER
+    assert fit_thresholds(probs, labels, min_f1=0.0).positive[c] < 1.0

@@ -111,9 +111,9 @@ def test_decided_share_rises_linearly_to_the_final_share():
 
 def test_decided_share_defaults_and_edges():
     default = TrainConfig()
-    assert (default.diagnosis_from_epoch, default.diagnosis_final_share) == (1, 0.5)
-    assert default.decided_share(0) == 0.0
-    assert default.decided_share(default.epochs - 1) == pytest.approx(0.5)
+    assert (default.diagnosis_from_epoch, default.diagnosis_final_share) == (2, 0.25)
+    assert default.decided_share(0) == default.decided_share(1) == 0.0
+    assert default.decided_share(default.epochs - 1) == pytest.approx(0.25)
     # from epoch 0: the first epoch already has some decided prompts
     tc = TrainConfig(epochs=4, diagnosis_from_epoch=0, diagnosis_final_share=1.0)
     assert [tc.decided_share(e) for e in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
