@@ -13,7 +13,6 @@ import torch
 from cxr.observations import OBSERVATIONS, STATES, State
 from generator.decisions import (
     DEFAULT_THRESHOLD,
-    DEFAULT_THRESHOLD,
     MIN_POSITIVES,
     NEVER,
     THRESHOLDS_FILE,
