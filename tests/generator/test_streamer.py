@@ -14,7 +14,7 @@ from generator.settings import GenerationSettings
 class WordTokenizer:
     """Each token id is one word of ``WORDS`` (with its leading blank)."""
 
-    WORDS = ["the", "lungs", "are", "clear", ".", "no", "effusion"]
+    WORDS = ("the", "lungs", "are", "clear", ".", "no", "effusion")
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return "".join(" " + self.WORDS[i] for i in ids)
