@@ -27,7 +27,7 @@ THRESHOLDS_FILE = "thresholds.json"
 DEFAULT_THRESHOLD = 0.5
 NEVER = 1.0 + 1e-6      # a threshold no probability reaches: the observation is never decided
 MIN_POSITIVES = 3       # fewer positives than this in the fit split: too few to place a cut; 0.5 stays
-MIN_F1 = 0.2            # a best val F1 below this: the classifier cannot find it; never decided positive
+MIN_F1 = 0.3            # a best val F1 below this: the classifier cannot find it; never decided positive
 
 
 @dataclass

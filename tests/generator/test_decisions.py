@@ -345,6 +345,6 @@ def test_an_observation_the_classifier_cannot_find_is_never_decided():
     labels = np.full((300, 14), NAN)
     labels[:4, c] = 1.0                          # 4 positives, ranked anywhere
     th = fit_thresholds(probs, labels)
-    assert th.f1[c] is not None and th.f1[c] < 0.2
+    assert th.f1[c] is not None and th.f1[c] < 0.3
     assert th.positive[c] == NEVER and th.uncertain[c] == NEVER
     assert fit_thresholds(probs, labels, min_f1=0.0).positive[c] < 1.0

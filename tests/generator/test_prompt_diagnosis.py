@@ -307,3 +307,30 @@ def test_the_seed_fallback_is_relative_to_each_threshold(diagnosis_model):
 def test_diagnosis_slot_before_the_image_is_refused(tiny_tokenizer):
     with pytest.raises(ValueError, match="must come after"):
         prompt_ids(tiny_tokenizer, "Write.", "Human: {diagnosis}<Img>{image}</Img> {prompt}\nAssistant:", diagnosis=False)
+
+
+def test_text_loss_reads_the_states_of_the_labels(diagnosis_model):
+    """The warm-up objective: the same reports score differently under their own states and others'."""
+    model = diagnosis_model
+    _, _, _, labels, reports = study_batch(4)
+    own = model.text_loss(labels, reports)
+    assert own.ndim == 0 and torch.isfinite(own)
+    own.backward()
+    assert model.llm.get_input_embeddings().weight.grad is not None
+    model.zero_grad(set_to_none=True)
+    flipped = torch.where(labels == 1.0, torch.zeros_like(labels), torch.ones_like(labels))
+    with torch.no_grad():
+        assert model.text_loss(flipped, reports).item() != pytest.approx(own.item())
+
+
+def test_warmup_weights_favour_reports_that_state_rare_findings():
+    from training.loop import warmup_weights
+
+    nan = float("nan")
+    labels = torch.full((10, 14), nan)
+    labels[:8, 0] = 1.0                 # 8 normal reports
+    labels[8, 2] = 1.0                  # Cardiomegaly once
+    labels[9, 2], labels[9, 5] = -1.0, 1.0   # uncertain cardiomegaly + edema
+    w = warmup_weights(labels)
+    assert w.shape == (10,) and torch.allclose(w[:8], w[0])
+    assert w[8] > w[0] and w[9] >= w[8]

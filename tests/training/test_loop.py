@@ -141,3 +141,36 @@ def test_resuming_over_another_graph_fails_loudly(shared):
     knowledge.write_text(yaml.safe_dump({**data, "node_table": "0123456789abcdef"}))
     with pytest.raises(CheckpointError, match="trained on another knowledge graph: node table"):
         train(cfg, shared[1], resume=True, progress=False)
+
+
+def test_validation_fits_thresholds_that_the_best_checkpoint_keeps(shared):
+    from generator.decisions import read_thresholds
+
+    cfg = experiment(shared, "thresholds", "train.validate=true", "train.epochs=1", "model.diagnosis_prompt=true",
+                     "data.limit={train: 24, val: 12, test: 6}")
+    result = train(cfg, shared[1], resume=False, progress=False)
+    saved = read_thresholds(result.best)
+    assert saved.fit_on == "val (12 studies)"
+    with (result.output_dir / "val_log.csv").open() as f:
+        row = next(csv.DictReader(f))
+    assert {"consistency_f1", "repeated_pct", "CE5_micro_f1"} <= set(row)
+
+
+def test_decoder_warm_up_runs_once_and_a_resume_does_not_repeat_it(shared, monkeypatch):
+    from training import loop
+
+    calls = []
+    original = loop.Trainer._warm_decoder
+
+    def counted(self, model, train_ds):
+        calls.append(len(train_ds))
+        before = {n: p.detach().clone() for n, p in model.llm.named_parameters()}
+        original(self, model, train_ds)
+        assert any(not torch.equal(before[n], p) for n, p in model.llm.named_parameters())  # it trained
+
+    monkeypatch.setattr(loop.Trainer, "_warm_decoder", counted)
+    overrides = ("model.diagnosis_prompt=true", "train.decoder_warmup_epochs=2")
+    first = train(experiment(shared, "warm", "train.max_steps=2", *overrides), shared[1], resume=False, progress=False)
+    assert calls == [24] and first.state.warmed_up
+    again = train(experiment(shared, "warm", "train.max_steps=4", *overrides), shared[1], resume=True, progress=False)
+    assert calls == [24] and again.state.step == 4
