@@ -170,7 +170,10 @@ def diagnosis_model(_shared_model):
 def test_the_model_builds_the_diagnosis_prompt_only_when_asked(diagnosis_model, tiny_tokenizer, tmp_path):
     from tests.generator.conftest import debug_experiment
 
-    assert debug_experiment(tmp_path).model.diagnosis_prompt is False     # off unless asked
+    from generator.config import ModelConfig
+
+    assert ModelConfig().diagnosis_prompt is False                       # off unless a config asks
+    assert debug_experiment(tmp_path).model.diagnosis_prompt is True     # configs/debug.yaml asks
     assert diagnosis_model.config.diagnosis_prompt is True
     expected = prompt_ids(tiny_tokenizer, diagnosis_model.config.prompt, diagnosis=True)
     got = diagnosis_model.prompt
