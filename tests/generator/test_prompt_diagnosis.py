@@ -168,9 +168,8 @@ def diagnosis_model(_shared_model):
 
 
 def test_the_model_builds_the_diagnosis_prompt_only_when_asked(diagnosis_model, tiny_tokenizer, tmp_path):
-    from tests.generator.conftest import debug_experiment
-
     from generator.config import ModelConfig
+    from tests.generator.conftest import debug_experiment
 
     assert ModelConfig().diagnosis_prompt is False                       # off unless a config asks
     assert debug_experiment(tmp_path).model.diagnosis_prompt is True     # configs/debug.yaml asks
