@@ -66,6 +66,8 @@ class UncertainPolicy(str, Enum):
     ONES = "ones"      # U-Ones: uncertain counts as positive (the default)
     ZEROS = "zeros"    # U-Zeros: uncertain counts as negative
     IGNORE = "ignore"  # U-Ignore: uncertain is left out of the loss; never positive
+    SOFT = "soft"      # a half target (0.5) in a loss, between absent and present, so the classifier
+                       # can keep "uncertain" apart from "positive"; never positive in a yes / no reading
 
 
 def positive_mask(labels: Any, uncertain: UncertainPolicy | str = UncertainPolicy.ONES) -> Any:

@@ -41,7 +41,10 @@ class BlankPolicy(str, Enum):
 
 def disease_targets(labels: torch.Tensor, uncertain: UncertainPolicy = UncertainPolicy.ONES,
                     blank: BlankPolicy = BlankPolicy.NEGATIVE) -> tuple[torch.Tensor, torch.Tensor]:
-    """CheXpert labels (…, 14) in {1, 0, -1, NaN} → (targets in {0, 1}, weights in {0, 1})."""
+    """CheXpert labels (…, 14) in {1, 0, -1, NaN} → (targets in {0, ½, 1}, weights in {0, 1}).
+
+    The target is ½ only for an uncertain label under ``UncertainPolicy.SOFT``.
+    """
     uncertain, blank = UncertainPolicy(uncertain), BlankPolicy(blank)
     labels = labels.float()
     is_blank = labels.isnan()
@@ -50,6 +53,8 @@ def disease_targets(labels: torch.Tensor, uncertain: UncertainPolicy = Uncertain
     if bad.any():
         raise ValueError(f"labels must be 1, 0, -1 or NaN; got {labels[bad].unique().tolist()}")
     targets = positive_mask(labels, uncertain).float()
+    if uncertain == UncertainPolicy.SOFT:
+        targets = targets.masked_fill(is_unc, 0.5)
     weights = torch.ones_like(labels)
     if uncertain == UncertainPolicy.IGNORE:
         weights = weights.masked_fill(is_unc, 0.0)

@@ -31,6 +31,20 @@ MIN_F1 = 0.3            # a best val F1 below this: the classifier cannot find i
 
 
 @dataclass
+class ThresholdRules:
+    """How thresholds are fit (``fit_thresholds``); a training config field and `r2genkg calibrate`'s options."""
+
+    min_positives: int = MIN_POSITIVES   # fewer positives in the fit split: keep the 0.5 cut
+    min_f1: float = MIN_F1               # a best F1 below this: never decide the observation
+
+    def __post_init__(self) -> None:
+        if self.min_positives < 1:
+            raise ValueError(f"ThresholdRules.min_positives must be ≥ 1, got {self.min_positives}")
+        if not 0.0 <= self.min_f1 <= 1.0:
+            raise ValueError(f"ThresholdRules.min_f1 must be in [0, 1], got {self.min_f1}")
+
+
+@dataclass
 class Thresholds:
     """Per-observation thresholds in OBSERVATIONS order, and where they came from."""
 
@@ -105,16 +119,18 @@ def best_f1_threshold(probabilities: np.ndarray, target: np.ndarray,
 
 
 def fit_thresholds(probabilities: np.ndarray, labels: np.ndarray, split: str = "val",
-                   min_positives: int = MIN_POSITIVES, min_f1: float = MIN_F1) -> Thresholds:
+                   rules: ThresholdRules | None = None) -> Thresholds:
     """F1-optimal thresholds per observation from ``probabilities`` (n, 14) and CheXpert ``labels`` (n, 14).
 
     positive: F1 of ``p ≥ t`` against label 1 (what the CE metrics count as positive).
     uncertain: F1 against label 1 or -1; it makes a band only where it falls below the positive one.
     An observation with fewer than ``min_positives`` positives in the split keeps the 0.5 cut
     (``f1`` None); likewise the uncertain band needs ``min_positives`` studies labelled 1 or -1.
-    One whose best F1 is below ``min_f1`` is never decided positive or uncertain: a weak classifier's
+    One whose best F1 is below ``min_f1`` (both from ``rules``) is never decided positive or uncertain: a weak classifier's
     F1-optimal cut is a very low one that asserts the finding for most studies (``f1`` keeps the value).
     """
+    rules = rules or ThresholdRules()
+    min_positives, min_f1 = rules.min_positives, rules.min_f1
     probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels, dtype=np.float64)
     if probabilities.shape != labels.shape or probabilities.ndim != 2 or probabilities.shape[1] != len(OBSERVATIONS):
         raise ValueError(f"fit_thresholds needs (n, {len(OBSERVATIONS)}) probabilities and labels, "

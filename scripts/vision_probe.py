@@ -10,6 +10,7 @@ Needs: phantoms under outputs/phantoms/iu_128 (any iu_phantom train run renders 
 Run:   .venv/bin/python scripts/vision_probe.py --backbone swin --steps 600
        .venv/bin/python scripts/vision_probe.py --backbone resnet --steps 300
        .venv/bin/python scripts/vision_probe.py --imbalance pos_weight --steps 650 --json outputs/probe/pos_weight.json
+       .venv/bin/python scripts/vision_probe.py --steps 650 --set model.vision.position_slots=2
 """
 from __future__ import annotations
 
@@ -78,9 +79,12 @@ def main() -> None:
     p.add_argument("--imbalance", choices=[i.value for i in Imbalance], default=None,
                    help="classifier loss policy (default: the config's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override, e.g. --set model.vision.position_slots=2 (repeatable)")
     p.add_argument("--json", type=str, default=None, help="write the last evaluation here")
     args = p.parse_args()
-    overrides = BACKBONES[args.backbone] + ([f"model.qformer.imbalance={args.imbalance}"] if args.imbalance else [])
+    overrides = (BACKBONES[args.backbone] + ([f"model.qformer.imbalance={args.imbalance}"] if args.imbalance else [])
+                 + args.overrides)
     cfg = load_experiment("configs/iu_phantom.yaml", overrides)
     torch.manual_seed(args.seed)
     cache = "outputs/runs/.image_cache"
@@ -118,7 +122,7 @@ def main() -> None:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"imbalance": cfg.model.qformer.imbalance.value, "backbone": args.backbone,
-                                   "seed": args.seed, **result}, indent=2) + "\n", encoding="utf-8")
+                                   "seed": args.seed, "overrides": args.overrides, **result}, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

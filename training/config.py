@@ -15,6 +15,7 @@ from pathlib import Path
 
 from generator.config import RunConfig
 from generator.config_io import load_config
+from generator.decisions import ThresholdRules
 
 # Model selection: a weighted sum of validation metrics (training.evaluate's flat names).
 SELECTION_PRESETS: dict[str, dict[str, float]] = {
@@ -84,6 +85,8 @@ class TrainConfig:
     # text-only epochs over the train reports before the joint training: the decoder learns to
     # write what the diagnosis prompt's states say (the reports' own labels), no image tokens
     decoder_warmup_epochs: int = 0
+    # how the decision thresholds are fit on val at each validation (and by `r2genkg calibrate`)
+    thresholds: ThresholdRules = field(default_factory=ThresholdRules)
 
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)

@@ -48,12 +48,12 @@ from generator.checkpoint import (
 )
 from generator.config import KGMode
 from generator.config_io import diff, from_dict, to_dict
-from generator.decisions import fit_thresholds
 from generator.llm import load_tokenizer
 from generator.model import R2GenKG
 from graphdb.store import StoreConfig
 from retrieval.index import IndexConfig
 from retrieval.tokens import BankConfig, DiseaseTokenBank
+from training.calibrate import fit_on_split
 from training.config import RESUMABLE_CHANGES, ExperimentConfig, Precision, selection_weights
 from training.data import StudyCollator, StudyDataset, make_loader
 from training.evaluate import compute_scores
@@ -442,15 +442,8 @@ class Trainer:
     def _fit_thresholds(self, model: R2GenKG, val_ds: StudyDataset) -> None:
         """The classifier over val, then F1-optimal thresholds per observation: every decision the
         val reports (and a checkpoint saved now) make uses them."""
-        device = self.accelerator.device
-        loader = make_loader(val_ds, self.config.train.batch_size, shuffle=False, collator=StudyCollator())
-        ids, probs = [], []
-        for batch in loader:
-            batch = batch.to(device)
-            probs.append(model.probabilities(batch.images, batch.view_mask).cpu().numpy())
-            ids += batch.study_ids
-        labels = dict(zip((r.study_id for r in val_ds.records), val_ds.labels.numpy()))
-        model.thresholds = fit_thresholds(np.concatenate(probs), np.stack([labels[i] for i in ids]), "val")
+        model.thresholds = fit_on_split(model, val_ds, "val", self.config.train.thresholds,
+                                        self.config.train.batch_size, self.accelerator.device)
 
     def _validate(self, model: R2GenKG, val_ds: StudyDataset, state: TrainState) -> dict[str, float]:
         cfg = self.config

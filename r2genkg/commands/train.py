@@ -1,4 +1,5 @@
-"""`r2genkg train` and `r2genkg test`: train the model from a YAML config; evaluate a checkpoint."""
+"""`r2genkg train`, `test` and `calibrate`: train the model from a YAML config; evaluate a checkpoint;
+refit its decision thresholds on a labelled split."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -72,3 +73,36 @@ def register(app: typer.Typer) -> None:
         print_result(console, report.result)
         console.print(f"{report.result.counts['scored']} studies generated at {report.studies_per_second:.1f} "
                       f"studies/s; wrote {report.output_dir}/results.json", highlight=False)
+
+    @app.command("calibrate")
+    @store_options
+    def calibrate_command(
+        store: StoreConfig,
+        checkpoint: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A checkpoint folder (e.g. outputs/runs/debug/best).")],
+        split: Annotated[str, typer.Option(help="Labelled split to fit on (never the one you report).")] = "val",
+        min_f1: Annotated[float | None, typer.Option(help="Never decide an observation whose best F1 on the split is below this (default: the checkpoint's train.thresholds).")] = None,
+        min_positives: Annotated[int | None, typer.Option(help="Fewer positives than this on the split: keep the 0.5 cut (default: the checkpoint's).")] = None,
+        overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config field, e.g. --set data.annotation_path=site/annotation.json")] = None,
+        batch_size: Annotated[int | None, typer.Option(help="Classifier batch size (default: train.batch_size).")] = None,
+    ) -> None:
+        """Refit a checkpoint's per-observation decision thresholds on a labelled split, without
+        retraining; the previous ones are kept as thresholds.prev.json."""
+        from cxr.records import DataError
+        from generator.checkpoint import CheckpointError
+        from generator.config_io import ConfigError
+        from graphdb.store import GraphStoreError
+        from r2genkg.commands.evaluate import thresholds_table
+        from training.calibrate import calibrate_checkpoint
+
+        console = Console()
+        rules = [f"train.thresholds.{k}={v}" for k, v in (("min_f1", min_f1), ("min_positives", min_positives))
+                 if v is not None]
+        try:
+            done = calibrate_checkpoint(checkpoint, store, split, [*(overrides or []), *rules], batch_size=batch_size)
+        except (ConfigError, CheckpointError, DataError, GraphStoreError, FileNotFoundError, ValueError) as exc:
+            raise fail(console, exc) from exc
+        console.print(thresholds_table(done.thresholds))
+        changed = sum(old != new for old, new in zip(done.previous.positive, done.thresholds.positive))
+        kept = f"; the previous ones are in {done.kept}" if done.kept else ""
+        console.print(f"wrote {done.path} ({changed} positive thresholds changed; min F1 {done.rules.min_f1}, "
+                      f"min positives {done.rules.min_positives}){kept}", highlight=False)

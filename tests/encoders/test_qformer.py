@@ -129,6 +129,7 @@ LABELS = torch.tensor([[1.0, 0.0, -1.0, NAN] + [0.0] * 10])
     ("ignore", "negative", [1, 0, 0, 0], [1, 1, 0, 1]),
     ("ones", "ignore", [1, 0, 1, 0], [1, 1, 1, 0]),
     ("ignore", "ignore", [1, 0, 0, 0], [1, 1, 0, 0]),
+    ("soft", "negative", [1, 0, 0.5, 0], [1, 1, 1, 1]),
 ])
 def test_label_policies(uncertain, blank, targets, weights):
     t, w = disease_targets(LABELS, uncertain, blank)
@@ -148,6 +149,12 @@ def test_loss_values():
     assert ones == pytest.approx(13 * log2 / 14, abs=1e-6)
     assert zeros == pytest.approx((13 * log2 + 20.0) / 14, abs=1e-6)
     assert ignore == pytest.approx(log2, abs=1e-6)
+    # under the soft policy the half target costs the same for a confident yes as for a confident no
+    soft_yes = disease_loss(logits, LABELS, uncertain="soft").item()
+    logits[0, 2] = -20.0
+    assert disease_loss(logits, LABELS, uncertain="soft").item() == pytest.approx(soft_yes, abs=1e-6)
+    assert soft_yes == pytest.approx((13 * log2 + 10.0) / 14, abs=1e-4)
+    logits[0, 2] = 20.0
     # entry / study masks
     entry_mask = torch.zeros(1, 14, dtype=torch.bool)
     entry_mask[0, 2] = True

@@ -16,6 +16,7 @@ from generator.decisions import (
     MIN_POSITIVES,
     NEVER,
     THRESHOLDS_FILE,
+    ThresholdRules,
     Thresholds,
     best_f1_threshold,
     fit_thresholds,
@@ -126,7 +127,7 @@ def test_positive_threshold_is_fit_against_label_one_only():
     c = [o.value for o in OBSERVATIONS].index("Edema")
     # uncertain (-1) above the positives: it must not pull the positive threshold
     probs, labels = _table(c, [0.95, 0.9, 0.6, 0.5, 0.2, 0.1], [-1, -1, 1, 1, 0, NAN])
-    th = fit_thresholds(probs, labels, "val", min_positives=1)
+    th = fit_thresholds(probs, labels, "val", ThresholdRules(min_positives=1))
     assert th.positive[c] == pytest.approx(0.35)          # between 0.5 (last positive) and 0.2
     assert th.f1[c] == pytest.approx(2 * 2 / (4 + 2))
     # label 1 or -1: all four top studies → cut at (0.5 + 0.2) / 2 = 0.35 too: no band below it
@@ -141,14 +142,14 @@ def test_uncertain_band_only_where_it_is_lower():
     c = 2  # Cardiomegaly
     # positives on top, uncertain ones below them: band [0.35, 0.75)
     probs, labels = _table(c, [0.9, 0.8, 0.7, 0.4, 0.3, 0.1], [1, 1, 0, -1, 0, 0])
-    th = fit_thresholds(probs, labels, min_positives=1)
+    th = fit_thresholds(probs, labels, rules=ThresholdRules(min_positives=1))
     assert th.positive[c] == pytest.approx(0.75)
     assert th.uncertain[c] == pytest.approx(0.35)
     codes = th.states(torch.tensor(probs, dtype=torch.float64))[:, c].tolist()
     assert codes == [POS, POS, UNC, UNC, NEG, NEG]
     # an uncertain study above the positive one: label 1-or--1 cuts at the same place (0.5), no band
     probs, labels = _table(c, [0.9, 0.8, 0.2, 0.1], [-1, 1, 0, 0])
-    th = fit_thresholds(probs, labels, min_positives=1)
+    th = fit_thresholds(probs, labels, rules=ThresholdRules(min_positives=1))
     assert th.positive[c] == pytest.approx(0.5) and th.uncertain[c] == NEVER
     assert th.table()[c][2] is None
 
@@ -156,7 +157,7 @@ def test_uncertain_band_only_where_it_is_lower():
 def test_uncertain_without_positives_makes_no_band_above_the_default_cut():
     c = 9
     probs, labels = _table(c, [0.8, 0.3, 0.2], [-1, 0, 0])
-    th = fit_thresholds(probs, labels, min_positives=1)
+    th = fit_thresholds(probs, labels, rules=ThresholdRules(min_positives=1))
     # no positive: the 0.5 cut stays; the label-1-or--1 cut (0.55) lies above it, so no band
     assert th.positive[c] == DEFAULT_THRESHOLD and th.f1[c] is None
     assert th.uncertain[c] == NEVER
@@ -171,7 +172,7 @@ def test_fit_thresholds_needs_min_positives_per_observation():
     assert th.positive[c] == DEFAULT_THRESHOLD and th.f1[c] is None
     assert th.uncertain[c] == pytest.approx(0.39)
     assert th.states(torch.tensor(probs))[:, c].tolist() == [POS] * 3 + [UNC] * 2 + [NEG] * 3
-    loose = fit_thresholds(probs, labels, min_positives=2)
+    loose = fit_thresholds(probs, labels, rules=ThresholdRules(min_positives=2))
     assert loose.positive[c] != DEFAULT_THRESHOLD and loose.f1[c] is not None
 
 
@@ -347,4 +348,4 @@ def test_an_observation_the_classifier_cannot_find_is_never_decided():
     th = fit_thresholds(probs, labels)
     assert th.f1[c] is not None and th.f1[c] < 0.3
     assert th.positive[c] == NEVER and th.uncertain[c] == NEVER
-    assert fit_thresholds(probs, labels, min_f1=0.0).positive[c] < 1.0
+    assert fit_thresholds(probs, labels, rules=ThresholdRules(min_f1=0.0)).positive[c] < 1.0
