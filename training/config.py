@@ -15,6 +15,7 @@ from pathlib import Path
 
 from generator.config import RunConfig
 from generator.config_io import load_config
+from cxr.sentence_order import SentenceOrder
 from generator.decisions import ThresholdRules
 
 # Model selection: a weighted sum of validation metrics (training.evaluate's flat names).
@@ -85,11 +86,14 @@ class TrainConfig:
     # text-only epochs over the train reports before the joint training: the decoder learns to
     # write what the diagnosis prompt's states say (the reports' own labels), no image tokens
     decoder_warmup_epochs: int = 0
+    # the order of a training report's sentences: "report" (as written) or "findings_first"
+    sentence_order: SentenceOrder = SentenceOrder.REPORT
     # how the decision thresholds are fit on val at each validation (and by `r2genkg calibrate`)
     thresholds: ThresholdRules = field(default_factory=ThresholdRules)
 
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)
+        self.sentence_order = SentenceOrder(self.sentence_order)
         for name in ("epochs", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be ≥ 1, got {getattr(self, name)}")

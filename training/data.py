@@ -22,6 +22,7 @@ from cxr.clean import clean_report
 from cxr.datasets import DataConfig
 from cxr.images import load_views, normalise
 from cxr.labeler import label_reports
+from cxr.sentence_order import SentenceOrder, order_reports
 from cxr.observations import OBSERVATIONS, Observation, UncertainPolicy, positive_sets
 from cxr.records import DataError, StudyRecord
 
@@ -45,13 +46,14 @@ class StudyDataset(Dataset):
     """Studies as ``StudyItem``s; ``preload`` decodes all images once at construction (fast epochs).
 
     ``labels`` (N, 14) may be passed when already computed; otherwise ``label_reports`` runs once.
-    ``cache_dir`` (preload only) saves the decoded array as .npy keyed by the records' ids and
+    ``sentence_order`` orders each cleaned report's sentences (``cxr.sentence_order``): the text a
+    batch carries as the decoder's target. ``cache_dir`` (preload only) saves the decoded array as .npy keyed by the records' ids and
     paths, image size and views, so a rerun skips decoding.  Delete it after fixing image files.
     """
 
     def __init__(self, records: Sequence[StudyRecord], config: DataConfig,
                  labels: np.ndarray | None = None, cache_dir: str | Path | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, sentence_order: SentenceOrder = SentenceOrder.REPORT) -> None:
         self.records = list(records)
         self.config = config
         n = len(self.records)
@@ -61,7 +63,9 @@ class StudyDataset(Dataset):
             raise ValueError(
                 f"labels must have shape ({n}, {len(OBSERVATIONS)}), got {labels.shape}")
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.float32))
-        self.reports = [clean_report(r.report, config.clean_style) for r in self.records]
+        # the decoder's targets; references are scored from ``records`` as written
+        self.reports = order_reports([clean_report(r.report, config.clean_style) for r in self.records],
+                                     sentence_order)
         self._pixels: np.ndarray | None = None   # (N, V, S, S) uint8 when preloaded
         self._valid: np.ndarray | None = None    # (N, V) bool
         if config.preload:

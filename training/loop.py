@@ -224,7 +224,8 @@ class Trainer:
         dc = self.config.data
         prepare_images(dc, progress=self.progress)
         cache = self.out.parent / ".image_cache"
-        train = StudyDataset(load_split(dc, "train"), dc, cache_dir=cache, progress=self.progress)
+        train = StudyDataset(load_split(dc, "train"), dc, cache_dir=cache, progress=self.progress,
+                             sentence_order=self.config.train.sentence_order)
         val = None
         if self.config.train.validate:
             val = StudyDataset(load_split(dc, "val"), dc, cache_dir=cache, progress=self.progress)

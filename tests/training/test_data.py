@@ -212,3 +212,13 @@ def test_prepare_images_renders_phantoms_and_they_load(tmp_path):
     assert prepare_images(config, splits=["train"], progress=False) == root
     batch = StudyCollator()([StudyDataset(records, config, progress=False)[i] for i in range(3)])
     assert batch.images.shape == (3, 2, 1, 64, 64) and bool(batch.view_mask.all())
+
+
+def test_findings_first_reorders_the_targets_not_the_records(tiny):
+    config = config_for(tiny)
+    records = load_split(config, "train")
+    data = StudyDataset(records, config, progress=False, sentence_order="findings_first")
+    s3 = [r.study_id for r in records].index("s3")
+    assert data[s3].report == "possible left lower lobe pneumonia . no pneumothorax ."
+    assert data.records[s3].report == REPORTS["s3"]                      # what references are scored on
+    assert data[0].report == clean_report(REPORTS["s1"])                 # nothing stated: as written
