@@ -41,10 +41,6 @@ class VisionConfig:
     freeze: FreezeMode = FreezeMode.NONE
     trainable_stages: int = 1  # only read when freeze == "partial"
     view_fusion: ViewFusion = ViewFusion.MEAN
-    # learned embeddings of each token's grid position and view slot, added to the backbone's
-    # features: a CNN's tokens do not say where they are, and the Q-Former's cross-attention is
-    # order-blind, so "fluid at the base" and "fluid at the apex" would look alike (0: none)
-    position_slots: int = 0    # view slots with their own embedding (≥ data.max_views), 0 = off
 
     def __post_init__(self) -> None:
         self.freeze = FreezeMode(self.freeze)
@@ -55,8 +51,6 @@ class VisionConfig:
             raise ValueError(f"VisionConfig.img_size must be positive, got {self.img_size}")
         if self.trainable_stages < 0:
             raise ValueError(f"VisionConfig.trainable_stages must be >= 0, got {self.trainable_stages}")
-        if self.position_slots < 0:
-            raise ValueError(f"VisionConfig.position_slots must be >= 0, got {self.position_slots}")
         reserved = {"pretrained", "num_classes", "img_size", "in_chans"} & set(self.model_kwargs)
         if reserved:
             raise ValueError(f"VisionConfig.model_kwargs must not set {sorted(reserved)}; "
@@ -135,9 +129,6 @@ class SwinEncoder(nn.Module):
         self.out_dim: int = self.backbone.num_features
         stride = self.backbone.feature_info[-1]["reduction"]
         self.tokens_per_view: int = (config.img_size // stride) ** 2
-        self.position: nn.Parameter | None = None   # (slots, N, C): grid position + view slot
-        if config.position_slots:
-            self.position = nn.Parameter(torch.randn(config.position_slots, self.tokens_per_view, self.out_dim) * 0.02)
         self._frozen_modules = self._freeze(config.freeze, config.trainable_stages)
         self.train()
 
@@ -215,10 +206,6 @@ class SwinEncoder(nn.Module):
         per_view[flat_mask] = feats
         per_view = per_view.view(B, V, *feats.shape[1:])             # (B, V, N, C), padding = 0
         N = feats.shape[1]
-        if self.position is not None:
-            if V > self.position.shape[0]:
-                raise ValueError(f"{V} views per study but VisionConfig.position_slots={self.position.shape[0]}")
-            per_view = per_view + self.position[None, :V] * view_mask[:, :, None, None].to(per_view.dtype)
 
         if self.config.view_fusion == ViewFusion.MEAN:
             count = view_mask.sum(dim=1).to(per_view.dtype)          # (B,)

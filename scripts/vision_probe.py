@@ -10,7 +10,7 @@ Needs: phantoms under outputs/phantoms/iu_128 (any iu_phantom train run renders 
 Run:   .venv/bin/python scripts/vision_probe.py --backbone swin --steps 600
        .venv/bin/python scripts/vision_probe.py --backbone resnet --steps 300
        .venv/bin/python scripts/vision_probe.py --imbalance pos_weight --steps 650 --json outputs/probe/pos_weight.json
-       .venv/bin/python scripts/vision_probe.py --steps 650 --set model.vision.position_slots=2
+       .venv/bin/python scripts/vision_probe.py --steps 650 --set model.qformer.uncertain_policy=soft
 """
 from __future__ import annotations
 

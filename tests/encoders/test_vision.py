@@ -148,31 +148,3 @@ def test_a_cnn_backbone_gives_nhwc_ordered_tokens():
     assert out.tokens.shape == (2, enc.num_tokens(1), 16) == (2, 4, 16)
     fmap = enc.backbone.forward_features(x[:, 0])               # (2, 16, 2, 2) NCHW
     torch.testing.assert_close(out.tokens[:, 1], fmap[:, :, 0, 1])
-
-
-def test_position_embeddings_tell_views_and_places_apart(images):
-    enc = make(view_fusion="concat", position_slots=2)
-    assert enc.position is not None and enc.position.shape == (2, enc.tokens_per_view, enc.out_dim)
-    same = images[:1, :1].expand(1, 2, -1, -1, -1)          # one image in both view slots
-    out = enc(same).tokens                                   # (1, 2N, C)
-    N = enc.tokens_per_view
-    raw = enc.encode_views(images[0, :1])[0]                 # (N, C): the backbone's own tokens
-    torch.testing.assert_close(out[0, :N], raw + enc.position[0])
-    torch.testing.assert_close(out[0, N:], raw + enc.position[1])
-    assert not torch.allclose(out[0, :N], out[0, N:])        # the two slots are told apart
-    # a padding view carries no embedding (nothing of it leaks into the mean either)
-    view_mask = torch.tensor([[True, False]])
-    padded = enc(same, view_mask).tokens
-    assert padded[0, N:].eq(0).all()
-    mean = make(position_slots=2)(same, view_mask).tokens
-    torch.testing.assert_close(mean[0], raw + make(position_slots=2).position[0])
-
-
-def test_position_embeddings_train_and_need_enough_slots(images):
-    enc = make(view_fusion="concat", position_slots=1).train()
-    with pytest.raises(ValueError, match="position_slots=1"):
-        enc(images)
-    enc(images[:, :1]).tokens.sum().backward()
-    assert enc.position.grad is not None and enc.position.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="position_slots"):
-        VisionConfig.debug(position_slots=-1)
