@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from cxr.sentences import SentenceOrder
 from generator.config import RunConfig
 from generator.config_io import load_config
-from cxr.sentence_order import SentenceOrder
 from generator.decisions import ThresholdRules
 
 # Model selection: a weighted sum of validation metrics (training.evaluate's flat names).
@@ -86,6 +86,9 @@ class TrainConfig:
     # text-only epochs over the train reports before the joint training: the decoder learns to
     # write what the diagnosis prompt's states say (the reports' own labels), no image tokens
     decoder_warmup_epochs: int = 0
+    # in the warm-up, each finding a report states is left out (its sentences and its label) with
+    # this probability: ties each finding of the prompt to its own sentences (cxr.sentences)
+    warmup_finding_dropout: float = 0.0
     # the order of a training report's sentences: "report" (as written) or "findings_first"
     sentence_order: SentenceOrder = SentenceOrder.REPORT
     # how the decision thresholds are fit on val at each validation (and by `r2genkg calibrate`)
@@ -107,6 +110,8 @@ class TrainConfig:
         selection_weights(self.selection)   # validates
         if not 0.0 <= self.diagnosis_final_share <= 1.0:
             raise ValueError(f"TrainConfig.diagnosis_final_share must be in [0, 1], got {self.diagnosis_final_share}")
+        if not 0.0 <= self.warmup_finding_dropout < 1.0:
+            raise ValueError(f"TrainConfig.warmup_finding_dropout must be in [0, 1), got {self.warmup_finding_dropout}")
         if self.decoder_warmup_epochs < 0:
             raise ValueError(f"TrainConfig.decoder_warmup_epochs must be ≥ 0, got {self.decoder_warmup_epochs}")
         if self.diagnosis_from_epoch < 0:

@@ -22,9 +22,9 @@ from cxr.clean import clean_report
 from cxr.datasets import DataConfig
 from cxr.images import load_views, normalise
 from cxr.labeler import label_reports
-from cxr.sentence_order import SentenceOrder, order_reports
 from cxr.observations import OBSERVATIONS, Observation, UncertainPolicy, positive_sets
 from cxr.records import DataError, StudyRecord
+from cxr.sentences import SentenceOrder, order_reports
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class StudyDataset(Dataset):
     """Studies as ``StudyItem``s; ``preload`` decodes all images once at construction (fast epochs).
 
     ``labels`` (N, 14) may be passed when already computed; otherwise ``label_reports`` runs once.
-    ``sentence_order`` orders each cleaned report's sentences (``cxr.sentence_order``): the text a
+    ``sentence_order`` orders each cleaned report's sentences (``cxr.sentences``): the text a
     batch carries as the decoder's target. ``cache_dir`` (preload only) saves the decoded array as .npy keyed by the records' ids and
     paths, image size and views, so a rerun skips decoding.  Delete it after fixing image files.
     """

@@ -34,6 +34,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from cxr.datasets import load_split, prepare_images
 from cxr.observations import State, UncertainPolicy, positive_mask
+from cxr.sentences import LabelledReports
 from generator.checkpoint import (
     CheckpointError,
     ModelBundle,
@@ -391,7 +392,8 @@ class Trainer:
 
     def _warm_decoder(self, model: R2GenKG, train_ds: StudyDataset) -> None:
         """train.decoder_warmup_epochs over the train reports alone (R2GenKG.text_loss), drawn by
-        ``warmup_weights``, with an optimizer of its own, so the joint training's optimizer and
+        ``warmup_weights`` (with ``train.warmup_finding_dropout``: variants of them that leave some
+        findings out, ``cxr.sentences.LabelledReports.sample``), with an optimizer of its own, so the joint training's optimizer and
         schedule start as they would without."""
         tc, acc = self.config.train, self.accelerator
         params = [p for p in model.llm.parameters() if p.requires_grad]
@@ -401,6 +403,8 @@ class Trainer:
         generator = torch.Generator().manual_seed(tc.seed)
         n, size = len(train_ds), tc.batch_size
         weights = warmup_weights(train_ds.labels)
+        variants = LabelledReports(train_ds.reports) if tc.warmup_finding_dropout else None
+        rng = np.random.default_rng(tc.seed)
         bar = tqdm(total=tc.decoder_warmup_epochs * math.ceil(n / size), desc="decoder warm-up", unit="batch",
                    disable=not self.progress or not acc.is_main_process)
         model.train()
@@ -408,7 +412,11 @@ class Trainer:
             order = torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
             for start in range(0, n, size):
                 idx = order[start:start + size]
-                loss = model.text_loss(train_ds.labels[idx].to(acc.device), [train_ds.reports[i] for i in idx])
+                labels, reports = train_ds.labels[idx], [train_ds.reports[i] for i in idx]
+                if variants is not None:   # some findings' sentences left out, labels to match
+                    reports, rows = zip(*(variants.sample(i, tc.warmup_finding_dropout, rng) for i in idx))
+                    labels = torch.from_numpy(np.stack(rows)).to(labels.dtype)
+                loss = model.text_loss(labels.to(acc.device), list(reports))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if acc.num_processes > 1:   # text_loss is not forward(): average the gradients by hand

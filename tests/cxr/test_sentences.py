@@ -6,7 +6,8 @@ import pytest
 
 from cxr.clean import clean_report
 from cxr.labeler import label_reports
-from cxr.sentence_order import SentenceOrder, findings_first, order_reports, split_cleaned
+from cxr.observations import FINDINGS, OBSERVATIONS, POSITIVE, UNCERTAIN, Observation
+from cxr.sentences import LabelledReports, SentenceOrder, findings_first, order_reports, split_cleaned
 
 
 def test_finding_sentences_move_first_in_the_prompts_order():
@@ -40,3 +41,40 @@ def test_report_order_is_untouched(order):
 def test_bad_order_is_named():
     with pytest.raises(ValueError, match="sideways"):
         order_reports(["a ."], "sideways")
+
+
+REPORT = clean_report("Mild cardiomegaly. Small left pleural effusion. No pneumothorax. Lungs otherwise clear.")
+
+
+def _stated(labels: np.ndarray) -> set[str]:
+    return {o.value for o, v in zip(OBSERVATIONS, labels) if v in (POSITIVE, UNCERTAIN) and o in FINDINGS}
+
+
+def test_without_dropout_a_report_and_its_labels_come_back_whole():
+    reports = LabelledReports([REPORT])
+    report, labels = reports.sample(0, 0.0, np.random.default_rng(0))
+    assert report == REPORT
+    assert _stated(labels) == _stated(label_reports([REPORT])[0]) == {"Cardiomegaly", "Pleural Effusion"}
+
+
+def test_a_dropped_finding_leaves_with_its_sentences_and_its_label():
+    reports = LabelledReports([REPORT])
+    rng = np.random.default_rng(0)
+    seen = {}
+    for _ in range(200):
+        report, labels = reports.sample(0, 0.5, rng)
+        seen[report] = labels
+        # the labels always describe the text: the labeler on the variant agrees on every finding
+        assert _stated(labels) == _stated(label_reports([report])[0])
+    assert set(seen) == {REPORT, "mild cardiomegaly . no pneumothorax . lungs otherwise clear .",
+                         "small left pleural effusion . no pneumothorax . lungs otherwise clear .",
+                         "no pneumothorax . lungs otherwise clear ."}
+    normal = seen["no pneumothorax . lungs otherwise clear ."]
+    assert normal[OBSERVATIONS.index(Observation.NO_FINDING)] == POSITIVE
+    assert normal[OBSERVATIONS.index(Observation.PNEUMOTHORAX)] == 0.0
+
+
+def test_a_report_made_only_of_findings_is_never_emptied():
+    only = clean_report("Cardiomegaly. Pleural effusion.")
+    report, labels = LabelledReports([only]).sample(0, 0.999, np.random.default_rng(1))
+    assert report == only and _stated(labels) == {"Cardiomegaly", "Pleural Effusion"}
