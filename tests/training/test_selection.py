@@ -87,6 +87,10 @@ def test_selection_and_schedule_from_a_config_file(tmp_path):
     cfg = load_experiment(debug, ["train.selection=paper", "train.diagnosis_from_epoch=2",
                                   "train.diagnosis_final_share=1.0"])
     assert (cfg.train.selection, cfg.train.diagnosis_from_epoch, cfg.train.diagnosis_final_share) == ("paper", 2, 1.0)
+    cfg = load_experiment(debug, ["train.thresholds.min_f1=0.4", "train.sentence_order=findings_first"])
+    assert cfg.train.thresholds.min_f1 == 0.4 and cfg.train.sentence_order.value == "findings_first"
+    with pytest.raises(ConfigError, match=r"min_f1 must be in \[0, 1\], got 1.5"):
+        load_experiment(debug, ["train.thresholds.min_f1=1.5"])
     with pytest.raises(ConfigError, match=r"'BLEU_9' is neither a preset"):
         load_experiment(debug, ["train.selection=BLEU_9:1"])
 
@@ -95,6 +99,8 @@ def test_selection_and_schedule_from_a_config_file(tmp_path):
     ({"diagnosis_final_share": 1.5}, r"diagnosis_final_share must be in \[0, 1\], got 1.5"),
     ({"diagnosis_final_share": -0.1}, r"diagnosis_final_share must be in \[0, 1\], got -0.1"),
     ({"diagnosis_from_epoch": -1}, r"diagnosis_from_epoch must be ≥ 0, got -1"),
+    ({"warmup_finding_dropout": 1.0}, r"warmup_finding_dropout must be in \[0, 1\), got 1.0"),
+    ({"sentence_order": "sideways"}, r"'sideways' is not a valid SentenceOrder"),
 ])
 def test_bad_schedules_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
