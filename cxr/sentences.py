@@ -84,9 +84,6 @@ class LabelledReports:
             out.append(SEPARATOR.join(sentences[i] for i in order) + END)
         return out
 
-    def __len__(self) -> int:
-        return len(self.sentences)
-
     def sample(self, index: int, drop: float, rng: np.random.Generator) -> tuple[str, np.ndarray]:
         """Report ``index`` with each finding it states left out with probability ``drop`` (its
         sentences removed), and the labels of what is left. Never empty: when every sentence would

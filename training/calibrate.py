@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr.datasets import load_split, prepare_images
-from generator.checkpoint import load_bundle, read_config_data
-from generator.config_io import apply_overrides, from_dict
+from generator.checkpoint import load_bundle
 from generator.decisions import (
     THRESHOLDS_FILE,
     ThresholdRules,
@@ -22,10 +20,11 @@ from generator.decisions import (
     fit_thresholds,
     write_thresholds,
 )
+from generator.engine import resolve_device
 from generator.model import R2GenKG
 from graphdb.store import StoreConfig
-from training.config import ExperimentConfig
 from training.data import StudyCollator, StudyDataset, make_loader
+from training.evaluate_checkpoint import checkpoint_split
 
 PREVIOUS_FILE = "thresholds.prev.json"
 
@@ -56,8 +55,12 @@ class Calibration:
     previous: Thresholds
     thresholds: Thresholds
     rules: ThresholdRules
-    path: Path
+    checkpoint: Path
     kept: Path | None      # where the previous thresholds file went (None: there was none)
+
+    @property
+    def path(self) -> Path:
+        return self.checkpoint / THRESHOLDS_FILE
 
 
 def calibrate_checkpoint(checkpoint: str | Path, store: StoreConfig, split: str = "val",
@@ -66,21 +69,18 @@ def calibrate_checkpoint(checkpoint: str | Path, store: StoreConfig, split: str 
     """Refit ``checkpoint``'s thresholds on ``split`` (its labels come from its reference reports)
     under the rules of its ``train.thresholds`` (``overrides`` may change them, and the data paths)."""
     checkpoint = Path(checkpoint)
-    config = from_dict(ExperimentConfig, apply_overrides(read_config_data(checkpoint), overrides or []))
+    config, dataset = checkpoint_split(checkpoint, split, overrides, progress)
     rules = config.train.thresholds
-    prepare_images(config.data, splits=[split], progress=progress)
-    dataset = StudyDataset(load_split(config.data, split), config.data, progress=progress)
     if not len(dataset):
         raise ValueError(f"the {split} split of {config.data.annotation_path} is empty")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")
     with load_bundle(checkpoint, store, config) as bundle:
         model = bundle.model.to(device)
         previous = model.thresholds
         thresholds = fit_on_split(model, dataset, split, rules, batch_size or config.train.batch_size, device)
-    path = checkpoint / THRESHOLDS_FILE
     kept = None
-    if path.is_file():
+    if (checkpoint / THRESHOLDS_FILE).is_file():
         kept = checkpoint / PREVIOUS_FILE
-        shutil.copy2(path, kept)
+        shutil.copy2(checkpoint / THRESHOLDS_FILE, kept)
     write_thresholds(checkpoint, thresholds)
-    return Calibration(previous, thresholds, rules, path, kept)
+    return Calibration(previous, thresholds, rules, checkpoint, kept)

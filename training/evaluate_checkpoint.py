@@ -12,12 +12,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from cxr.datasets import load_split, prepare_images
 from generator.checkpoint import load_bundle, read_config_data
 from generator.config_io import apply_overrides, from_dict, to_dict
 from generator.decisions import Thresholds
+from generator.engine import resolve_device
 from generator.model import GenerationSettings
 from graphdb.store import StoreConfig
 from training.config import ExperimentConfig
@@ -44,20 +43,27 @@ class CheckpointEval:
         return self.result.mean_auroc
 
 
+def checkpoint_split(checkpoint: Path, split: str, overrides: list[str] | None,
+                     progress: bool = True) -> tuple[ExperimentConfig, StudyDataset]:
+    """``checkpoint``'s config (with ``overrides``) and its ``split``, images prepared: what evaluating
+    and calibrating a saved checkpoint both start from."""
+    config = from_dict(ExperimentConfig, apply_overrides(read_config_data(checkpoint), overrides or []))
+    prepare_images(config.data, splits=[split], progress=progress)
+    return config, StudyDataset(load_split(config.data, split), config.data, progress=progress)
+
+
 def evaluate_checkpoint(checkpoint: str | Path, store: StoreConfig, split: str = "test",
                         output_dir: str | Path | None = None, overrides: list[str] | None = None,
                         generation: GenerationSettings | None = None, batch_size: int | None = None,
                         meteor: bool = True, progress: bool = True) -> CheckpointEval:
     checkpoint = Path(checkpoint)
-    config = from_dict(ExperimentConfig, apply_overrides(read_config_data(checkpoint), overrides or []))
+    config, dataset = checkpoint_split(checkpoint, split, overrides, progress)
     if generation is not None:
         config = replace(config, generation=generation)
     out = Path(output_dir) if output_dir is not None else checkpoint / f"eval_{split}"
     out.mkdir(parents=True, exist_ok=True)
-    prepare_images(config.data, splits=[split], progress=progress)
-    dataset = StudyDataset(load_split(config.data, split), config.data, progress=progress)
     collator = StudyCollator()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")
     with load_bundle(checkpoint, store, config) as bundle:
         model = bundle.model.to(device)
         thresholds = model.thresholds
