@@ -1,7 +1,8 @@
 """Score generated reports against references, the one home for it: NLG (BLEU/METEOR/ROUGE-L/
 CIDEr) + CE (14 and 5) + the classifier's AUROC when probabilities come with the reports +
 ``consistency`` when the model's decisions come with them (does the report say what the model
-decided?) + the count of reports that repeat a sentence.
+decided?) + the CE of those decisions themselves (what a report that said exactly what the model
+decided would score) + the count of reports that repeat a sentence.
 
 Entry points (validation, ``r2genkg test``, ``r2genkg evaluate``, run_batch --evaluate and the
 pipeline all end in ``compute_scores``):
@@ -57,6 +58,10 @@ class ReportScores:
     # findings (None: no decisions given, or clinical off)
     consistency: CEResult | None = None
     repeated: int = 0                              # reports with a sentence written twice or more
+    # the model's positive decisions scored against the references like a report's labels: the CE a
+    # report that said exactly what the model decided would get (None: no decisions, or clinical off)
+    decisions_ce_14: CEResult | None = None
+    decisions_ce_5: CEResult | None = None
 
     @property
     def mean_auroc(self) -> float | None:
@@ -75,6 +80,8 @@ class ReportScores:
             "consistency_f1": self.consistency_f1,
             "repeated_reports": self.repeated,
             "repeated_pct": self.repeated_pct,
+            "decisions_ce_14": None if self.decisions_ce_14 is None else self.decisions_ce_14.to_dict(),
+            "decisions_ce_5": None if self.decisions_ce_5 is None else self.decisions_ce_5.to_dict(),
         }
 
     @property
@@ -100,6 +107,9 @@ class ReportScores:
             out["classifier_mean_auroc"] = self.mean_auroc
         if self.consistency_f1 is not None:
             out["consistency_f1"] = self.consistency_f1
+        if self.decisions_ce_14 is not None and self.decisions_ce_5 is not None:
+            out["decisions_CE14_macro_f1"] = self.decisions_ce_14.macro.f1
+            out["decisions_CE5_micro_f1"] = self.decisions_ce_5.micro.f1
         out["repeated_pct"] = self.repeated_pct
         return out
 
@@ -128,7 +138,7 @@ def compute_scores(
     ``probabilities`` (n, 14): the classifier's, scored as AUROC against ``reference_labels``
     (n, 14) or, without them, the labeler's reading of the raw references. ``decisions`` (n, 14)
     bool: the model's positive decisions, scored against the labeler's positives in ``preds``
-    (consistency). Pass a long-lived ``scorer`` to reuse its METEOR JVM (its own style / meteor
+    (consistency) and, like a report, against the references' labels (``decisions_ce_*``). Pass a long-lived ``scorer`` to reuse its METEOR JVM (its own style / meteor
     settings then apply).
     """
     if len(preds) != len(refs):
@@ -153,7 +163,7 @@ def compute_scores(
             if own:
                 scorer.close()
         steps.update()
-        ce_14 = ce_5 = consistency = None
+        ce_14 = ce_5 = consistency = decided_14 = decided_5 = None
         if clinical:
             steps.set_postfix_str("CheXpert labels")
             texts = (norm_preds, norm_refs) if label_text is LabelText.CLEANED else (preds, refs)
@@ -162,22 +172,30 @@ def compute_scores(
             ce_5 = ce_metrics(pred_labels, ref_labels, FIVE_OBSERVATIONS)
             if decisions is not None:
                 consistency = consistency_metrics(pred_labels, decisions)
+                decided = decision_labels(decisions, pred_labels.shape)
+                decided_14 = ce_metrics(decided, ref_labels, OBSERVATIONS)
+                decided_5 = ce_metrics(decided, ref_labels, FIVE_OBSERVATIONS)
             steps.update()
     auroc = None
     if probabilities is not None:
         labels = reference_labels if reference_labels is not None else label_reports(list(refs))
         auroc = auroc_per_observation(np.asarray(probabilities), labels)
     repeated = sum(bool(repeated_sentences(p, scorer.style or CleanStyle.IU_XRAY)) for p in preds)
-    return ReportScores(len(preds), nlg, ce_14, ce_5, auroc, consistency, repeated)
+    return ReportScores(len(preds), nlg, ce_14, ce_5, auroc, consistency, repeated, decided_14, decided_5)
+
+
+def decision_labels(decisions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The model's positive decisions (n, 14 bool) as labeler-style labels: positive or blank."""
+    decisions = np.asarray(decisions, dtype=bool)
+    if decisions.shape != tuple(shape):
+        raise ValueError(f"decisions {decisions.shape} and report labels {tuple(shape)} differ in shape")
+    return np.where(decisions, POSITIVE, np.nan)
 
 
 def consistency_metrics(report_labels: np.ndarray, decisions: np.ndarray) -> CEResult:
     """The labeler's reading of the reports (n, 14) against the model's positive decisions (n, 14
     bool), over the 13 findings: micro-F1 is ``consistency_f1``, per_class the per-observation view."""
-    decisions = np.asarray(decisions, dtype=bool)
-    if decisions.shape != np.shape(report_labels):
-        raise ValueError(f"decisions {decisions.shape} and report labels {np.shape(report_labels)} differ in shape")
-    return ce_metrics(report_labels, np.where(decisions, POSITIVE, np.nan), FINDINGS)
+    return ce_metrics(report_labels, decision_labels(decisions, np.shape(report_labels)), FINDINGS)
 
 
 # --- predictions file ↔ references -------------------------------------------------------------

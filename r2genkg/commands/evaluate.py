@@ -28,11 +28,16 @@ def nlg_table(result: EvalResult) -> Table:
 
 
 def ce_summary_table(result: EvalResult) -> Table:
-    table = Table(title="Clinical efficacy (label 1 = positive)")
+    title = "Clinical efficacy (label 1 = positive)"
+    if result.scores.decisions_ce_14 is not None:
+        title += "; 'decisions': the model's positive decisions scored as if a report said exactly them"
+    table = Table(title=title)
     table.add_column("observations")
     for col in ("P micro", "R micro", "F1 micro", "P macro", "R macro", "F1 macro"):
         table.add_column(col, justify="right")
-    for name, ce in (("all 14", result.scores.ce_14), ("5", result.scores.ce_5)):
+    scores = result.scores
+    for name, ce in (("all 14", scores.ce_14), ("5", scores.ce_5),
+                     ("all 14, decisions", scores.decisions_ce_14), ("5, decisions", scores.decisions_ce_5)):
         if ce is not None:
             table.add_row(
                 name,

@@ -215,3 +215,17 @@ def test_evaluate_records_passes_the_decisions_through(tmp_path):
     partial = [StudyRecord(f"s{i}", (), ref) for i, ref in enumerate(REFS[:3])]
     result = evaluate_records(write_jsonl(tmp_path / "r.jsonl", rows), partial, meteor=False)
     assert result.scores.consistency == consistency_metrics(label_reports(PREDS[:3]), DECISIONS[:3])
+
+
+def test_the_decisions_are_also_scored_against_the_references_like_a_report():
+    scores = compute_scores(PREDS, REFS, meteor=False, decisions=DECISIONS)
+    # CE-5 of the decisions: Cardiomegaly + Edema right in study 3, both wrong in study 1 (a normal
+    # reference), the reference's Consolidation in study 4 not decided → P 2/4, R 2/3
+    ce5 = scores.decisions_ce_5
+    assert ce5 is not None and ce5.micro.precision == pytest.approx(0.5) and ce5.micro.recall == pytest.approx(2 / 3)
+    assert scores.flat()["decisions_CE5_micro_f1"] == pytest.approx(4 / 7)
+    assert scores.to_dict()["decisions_ce_5"]["micro"]["f1"] == pytest.approx(4 / 7)
+    # not the reports' CE: study 1's report wrote an effusion that was not decided
+    assert scores.decisions_ce_14 is not None and scores.decisions_ce_14 != scores.ce_14
+    plain = compute_scores(PREDS, REFS, meteor=False)
+    assert plain.decisions_ce_5 is None and "decisions_CE5_micro_f1" not in plain.flat()

@@ -104,3 +104,16 @@ def test_with_meteor(app, predictions, iu_annotation, tmp_path):
     meteor = json.loads(out.read_text())["metrics"]["nlg"]["METEOR"]
     assert 0.05 < meteor < 0.9 and f"{meteor:.4f}" in result.output
     assert "Per observation" not in result.output
+
+
+def test_the_models_decisions_are_scored_when_the_predictions_carry_them(app, predictions, iu_annotation, tmp_path):
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    with predictions.open("w") as f:   # every study decided Cardiomegaly
+        f.writelines(json.dumps({**r, "positive": ["Cardiomegaly"]}) + "\n" for r in rows)
+    out = tmp_path / "results.json"
+    result = run(app, "--predictions", predictions, "--references", iu_annotation, "--output", out, "--no-meteor")
+    assert result.exit_code == 0, result.output
+    assert "5, decisions" in result.output and "consistency F1" in result.output
+    decided = json.loads(out.read_text())["metrics"]["decisions_ce_5"]["per_class"]
+    cardiomegaly = next(c for c in decided if c["observation"] == "Cardiomegaly")
+    assert cardiomegaly["recall"] == 1.0 and cardiomegaly["fp"] + cardiomegaly["tp"] == 590
