@@ -28,6 +28,9 @@ class DataConfig:
     dataset: Corpus = Corpus.IU_XRAY      # iu_xray | mimic_cxr (R2Gen annotation.json) | chexpert_plus (its CSV)
     phantoms: bool = True                 # render phantoms for the annotation first (resumable)
     image_size: int = 224                 # images are resized to this square size
+    # phantoms are drawn at max(phantom_size, image_size), then resized to image_size like any image;
+    # drawn at a small side, fine signs (a blunted costophrenic angle, plate atelectasis) are lost
+    phantom_size: int = 0
     max_views: int = 2                    # at most this many views a study (IU: frontal + lateral)
     max_report_tokens: int = 60           # read by the tokenizer side; stored and validated here
     limit: dict[str, int] = field(default_factory=dict)  # {"train": 64}: first N per split (debug)
@@ -44,6 +47,9 @@ class DataConfig:
                                  f"got {getattr(self, name)!r}") from None
         if not 8 <= self.image_size <= 4096:
             raise ValueError(f"DataConfig.image_size must be in [8, 4096], got {self.image_size}")
+        if self.phantom_size and not PHANTOM_MIN_SIZE <= self.phantom_size <= 4096:
+            raise ValueError(f"DataConfig.phantom_size must be 0 (drawn at image_size) or in "
+                             f"[{PHANTOM_MIN_SIZE}, 4096], got {self.phantom_size}")
         if self.max_views < 1:
             raise ValueError(f"DataConfig.max_views must be >= 1, got {self.max_views}")
         if self.max_report_tokens < 1:
@@ -74,7 +80,7 @@ def prepare_images(config: DataConfig, splits: Sequence[str] | None = None, prog
     if not config.phantoms:
         return root
     annotation = config.annotation_path
-    phantom = PhantomConfig(size=max(config.image_size, PHANTOM_MIN_SIZE))
+    phantom = PhantomConfig(size=max(config.image_size, config.phantom_size, PHANTOM_MIN_SIZE))
     for split in splits or list(load_annotation(annotation)):
         generate_phantoms(annotation, root, phantom, splits=[split], limit=config.limit.get(split),
                           workers=1, progress=progress)

@@ -190,6 +190,7 @@ def test_collator_counts_are_checkpointed():
         ({"dataset": "chexpert"}, "DataConfig.dataset"),
         ({"image_size": 0}, "DataConfig.image_size"),
         ({"max_views": 0}, "DataConfig.max_views"),
+        ({"phantom_size": 32}, "DataConfig.phantom_size"),
         ({"max_report_tokens": 0}, "DataConfig.max_report_tokens"),
         ({"workers": -1}, "DataConfig.workers"),
         ({"limit": {"dev": 3}}, "DataConfig.limit"),
@@ -204,7 +205,7 @@ def test_config_validation_names_the_field(overrides, name):
 
 # --- phantoms ---------------------------------------------------------------------------------
 def test_prepare_images_renders_phantoms_and_they_load(tmp_path):
-    config = DataConfig(image_root=str(tmp_path / "phantoms"), image_size=64, limit={"train": 3})
+    config = DataConfig(image_root=str(tmp_path / "phantoms"), image_size=64, phantom_size=256, limit={"train": 3})
     root = prepare_images(config, splits=["train"], progress=False)
     records = load_split(config, "train")
     assert len(records) == 3 and all(p.is_file() for r in records for p in r.image_paths)
@@ -212,6 +213,18 @@ def test_prepare_images_renders_phantoms_and_they_load(tmp_path):
     assert prepare_images(config, splits=["train"], progress=False) == root
     batch = StudyCollator()([StudyDataset(records, config, progress=False)[i] for i in range(3)])
     assert batch.images.shape == (3, 2, 1, 64, 64) and bool(batch.view_mask.all())
+    # drawn at phantom_size (fine signs survive), resized to image_size when loaded
+    with Image.open(records[0].image_paths[0]) as image:
+        assert image.size == (config.phantom_size, config.phantom_size) == (256, 256)
+
+
+def test_phantoms_are_drawn_at_least_at_the_model_input_size(tmp_path):
+    for size, phantom_size in ((320, 64), (96, 0)):   # 0: drawn at image_size
+        config = DataConfig(image_root=str(tmp_path / f"phantoms{size}"), image_size=size, phantom_size=phantom_size,
+                            limit={"train": 1})
+        prepare_images(config, splits=["train"], progress=False)
+        with Image.open(load_split(config, "train")[0].image_paths[0]) as image:
+            assert image.size == (size, size)
 
 
 def test_findings_first_reorders_the_targets_not_the_records(tiny):
