@@ -2,7 +2,9 @@
 typed by hand).
 
 Reads, per variant and seed under --runs (<variant>/seed<N>/): best/eval_test/results.json (test
-metrics, consistency, classifier AUROC, repeated sentences), the newest step checkpoint's
+metrics, consistency, classifier AUROC, repeated sentences, the CE-5 of the model's own decisions;
+runs scored before that figure existed are rescored from their predictions.jsonl against the
+bundled IU annotation, which every iu_phantom run uses), the newest step checkpoint's
 trainer_state.json (epochs and training seconds) and val_log.csv (the selected epoch); and
 baselines.json from scripts/reference_baselines.py for the two reference rows. Every figure is the
 mean over the seeds that finished, with its sample standard deviation (``_sd``; empty for one seed).
@@ -17,13 +19,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from cxr.readers.r2gen import bundled_iu_annotation
+from training.evaluate import evaluate
 from training.loop import COMPLETE, latest_checkpoint
 
 VARIANTS = ("full", "global", "no_kg", "no_disease_tokens", "full_no_diagnosis_prompt")
 REFERENCES = (("reference_most_frequent_report", "most_frequent_train_report"),
               ("reference_nearest_by_pixels", "nearest_train_report_by_pixels"))
-FIGURES = ("BLEU_4", "CIDEr", "CE14_micro_F1", "CE14_macro_F1", "CE5_micro_F1", "consistency_F1", "AUROC",
-           "repeated_pct", "train_min")
+FIGURES = ("BLEU_4", "CIDEr", "CE14_micro_F1", "CE14_macro_F1", "CE5_micro_F1", "consistency_F1",
+           "decisions_CE5_micro_F1", "AUROC", "repeated_pct", "train_min")
 COLUMNS = ("variant", "seeds", *(c for f in FIGURES for c in (f, f"{f}_sd")), "epochs", "selected_epochs")
 
 
@@ -41,9 +45,14 @@ def seed_row(run: Path) -> dict[str, Any] | None:
     with (run / "val_log.csv").open() as f:
         val = list(csv.DictReader(f))
     best = max(val, key=lambda r: float(r["score"]))
+    decided = m.get("decisions_ce_5")
+    if decided is None:   # scored before decisions_ce_5 existed: the same scoring, from the predictions
+        scores = evaluate(results.parent / "predictions.jsonl", bundled_iu_annotation(), "test", meteor=False).scores
+        decided = None if scores.decisions_ce_5 is None else scores.decisions_ce_5.to_dict()
     return {"BLEU_4": m["nlg"]["BLEU_4"], "CIDEr": m["nlg"]["CIDEr"], "CE14_micro_F1": m["ce_14"]["micro"]["f1"],
             "CE14_macro_F1": m["ce_14"]["macro"]["f1"], "CE5_micro_F1": m["ce_5"]["micro"]["f1"],
-            "consistency_F1": m.get("consistency_f1"), "AUROC": data["classifier_mean_auroc"],
+            "consistency_F1": m.get("consistency_f1"),
+            "decisions_CE5_micro_F1": None if decided is None else decided["micro"]["f1"], "AUROC": data["classifier_mean_auroc"],
             "repeated_pct": m.get("repeated_pct"), "train_min": state["seconds"] / 60,
             "epochs": state["epoch"], "selected_epoch": int(best["epoch"])}
 
