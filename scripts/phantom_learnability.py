@@ -25,6 +25,8 @@ from cxr.observations import FIVE_OBSERVATIONS, OBSERVATIONS
 from cxr.phantom.generate import generate_phantoms
 from cxr.phantom.render import PhantomConfig
 from cxr.readers.r2gen import bundled_iu_annotation, read_r2gen
+from generator.decisions import best_f1_threshold
+from training.metrics.auroc import auroc
 
 
 def load_split(annotation: Path, images: Path, split: str, side: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,25 +46,6 @@ def probe_cnn(n_out: int = len(OBSERVATIONS)) -> nn.Module:
 
     return nn.Sequential(*block(2, 16), *block(16, 32), *block(32, 64), *block(64, 64),
                          nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64 * 16, n_out))
-
-
-def auroc(y: np.ndarray, p: np.ndarray) -> float:
-    """Rank-based (Mann-Whitney) AUROC; NaN when only one class is present."""
-    n1 = y.sum()
-    n0 = len(y) - n1
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = np.empty(len(p))
-    ranks[np.argsort(p)] = np.arange(1, len(p) + 1)
-    return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def best_f1(y: np.ndarray, p: np.ndarray) -> float:
-    """The best F1 over every cut of ``p``: an upper bound for a threshold fit elsewhere."""
-    order = np.argsort(-p)
-    tp = np.cumsum(y[order])
-    k = np.arange(1, len(p) + 1)
-    return float((2 * tp / (k + y.sum())).max()) if y.sum() else float("nan")
 
 
 def train(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
@@ -100,10 +83,12 @@ def main() -> None:
     y = y_test.numpy()
     print(f"trained {args.epochs} epochs on {len(x_train)} studies in {time.perf_counter() - start:.0f} s")
     for j, obs in enumerate(OBSERVATIONS):
-        print(f"{obs.value:28s} test positives {int(y[:, j].sum()):4d}   AUROC {auroc(y[:, j], prob[:, j]):.3f}")
+        area = auroc(prob[:, j], y[:, j])
+        print(f"{obs.value:28s} test positives {int(y[:, j].sum()):4d}   AUROC {'nan' if area is None else f'{area:.3f}'}")
     pred = prob > 0.5
     for j in (OBSERVATIONS.index(o) for o in FIVE_OBSERVATIONS):
-        print(f"{OBSERVATIONS[j].value:28s} best test F1 {best_f1(y[:, j], prob[:, j]):.3f} (a ceiling: the cut is fit on test)")
+        f1 = best_f1_threshold(prob[:, j], y[:, j] == 1, min_positives=1)[1]
+        print(f"{OBSERVATIONS[j].value:28s} best test F1 {'nan' if f1 is None else f'{f1:.3f}'} (a ceiling: the cut is fit on test)")
     tp, fp, fn = (pred & (y == 1)).sum(), (pred & (y == 0)).sum(), (~pred & (y == 1)).sum()
     print(f"micro-F1 (14, threshold 0.5): {2 * tp / (2 * tp + fp + fn):.3f}")
 

@@ -78,9 +78,9 @@ def calibrate_checkpoint(checkpoint: str | Path, store: StoreConfig, split: str 
         model = bundle.model.to(device)
         previous = model.thresholds
         thresholds = fit_on_split(model, dataset, split, rules, batch_size or config.train.batch_size, device)
-    kept = None
-    if (checkpoint / THRESHOLDS_FILE).is_file():
-        kept = checkpoint / PREVIOUS_FILE
-        shutil.copy2(checkpoint / THRESHOLDS_FILE, kept)
+    done = Calibration(previous, thresholds, rules, checkpoint, kept=None)
+    if done.path.is_file():
+        done.kept = checkpoint / PREVIOUS_FILE
+        shutil.copy2(done.path, done.kept)
     write_thresholds(checkpoint, thresholds)
-    return Calibration(previous, thresholds, rules, checkpoint, kept)
+    return done

@@ -138,8 +138,8 @@ def compute_scores(
     ``probabilities`` (n, 14): the classifier's, scored as AUROC against ``reference_labels``
     (n, 14) or, without them, the labeler's reading of the raw references. ``decisions`` (n, 14)
     bool: the model's positive decisions, scored against the labeler's positives in ``preds``
-    (consistency) and, like a report, against the references' labels (``decisions_ce_*``). Pass a long-lived ``scorer`` to reuse its METEOR JVM (its own style / meteor
-    settings then apply).
+    (consistency) and, like a report, against the references' labels (``decisions_ce_*``). Pass a
+    long-lived ``scorer`` to reuse its METEOR JVM (its own style / meteor settings then apply).
     """
     if len(preds) != len(refs):
         raise ValueError(
