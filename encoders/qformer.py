@@ -107,6 +107,11 @@ class QFormerConfig:
     uncertain_policy: UncertainPolicy = UncertainPolicy.ONES
     blank_policy: BlankPolicy = BlankPolicy.NEGATIVE
     imbalance: Imbalance = Imbalance.NONE
+    # A position-aware read-out added to each query's logit: one linear map of a view's whole token
+    # grid to the 14 logits, averaged over the study's valid views. The queries' attention pools
+    # tokens without knowing where they lie; this head knows that fluid sits at the bases.
+    spatial_head: bool = False
+    encoder_tokens: int = 0             # tokens per view (= SwinEncoder.tokens_per_view), derived
 
     def __post_init__(self) -> None:
         self.uncertain_policy = UncertainPolicy(self.uncertain_policy)
@@ -118,6 +123,8 @@ class QFormerConfig:
         if not 1 <= self.cross_attention_frequency <= self.num_layers:
             raise ValueError(f"QFormerConfig.cross_attention_frequency must be in 1..num_layers, "
                              f"got {self.cross_attention_frequency}")
+        if self.encoder_tokens < 0:
+            raise ValueError(f"QFormerConfig.encoder_tokens must be ≥ 0, got {self.encoder_tokens}")
         if self.num_queries != len(OBSERVATIONS):
             raise ValueError(f"QFormerConfig.num_queries must be {len(OBSERVATIONS)} (one per "
                              f"CheXpert observation), got {self.num_queries}")
@@ -165,6 +172,12 @@ class DiseaseQFormer(nn.Module):
         self.queries = nn.Parameter(torch.randn(1, config.num_queries, config.hidden_size) * 0.02)
         self.head_weight = nn.Parameter(torch.randn(config.num_queries, config.hidden_size) * 0.02)
         self.head_bias = nn.Parameter(torch.zeros(config.num_queries))
+        self.spatial: nn.Linear | None = None
+        if config.spatial_head:
+            if config.encoder_tokens < 1:
+                raise ValueError("QFormerConfig.spatial_head needs encoder_tokens (the visual tokens per "
+                                 "view), which ModelConfig.derive fills from the vision encoder")
+            self.spatial = nn.Linear(config.encoder_tokens * config.encoder_hidden_size, config.num_queries)
         # the training data's positive rates, for ``imbalance``; set by the trainer, not saved
         self.register_buffer("prior", torch.full((config.num_queries,), float("nan")), persistent=False)
 
@@ -188,9 +201,24 @@ class DiseaseQFormer(nn.Module):
                            encoder_attention_mask=visual_mask, output_attentions=True)
         tokens = out.last_hidden_state                                   # (B, 14, D)
         logits = torch.einsum("bqd,qd->bq", tokens, self.head_weight) + self.head_bias  # (B, 14)
+        if self.spatial is not None:
+            logits = logits + self._spatial_logits(visual_tokens, visual_mask)
         attention = out.cross_attentions[-1].mean(dim=1)                 # (B, H, 14, N) → (B, 14, N)
         loss = None
         if labels is not None:
             loss = disease_loss(logits, labels, label_mask, self.config.uncertain_policy,
                                 self.config.blank_policy, self.config.imbalance, self.prior)
         return DiseaseOutput(tokens=tokens, logits=logits, attention=attention, loss=loss)
+
+    def _spatial_logits(self, visual_tokens: torch.Tensor, visual_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, V·n, C) tokens, n per view (one view after mean fusion) → (B, 14): the spatial
+        head on each view's grid, averaged over the views with a valid token."""
+        B, N, C = visual_tokens.shape
+        n = self.config.encoder_tokens
+        if N % n:
+            raise ValueError(f"spatial head: {N} visual tokens are not whole views of {n} tokens")
+        per_view = self.spatial(visual_tokens.reshape(B, N // n, n * C))                 # (B, V, 14)
+        if visual_mask is None:
+            return per_view.mean(1)
+        valid = visual_mask.reshape(B, N // n, n).any(-1).to(per_view.dtype)            # (B, V)
+        return (per_view * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1.0)

@@ -1,7 +1,7 @@
 """The composite R2GenKG model config: one dataclass per part, coupled sizes derived in one place.
 
-``ModelConfig.derive(vision_dim, text_dim)`` fills the widths that depend on another part (the
-Q-Former's encoder width = the Swin output width, the cross-attention input widths, the number
+``ModelConfig.derive(vision_dim, text_dim, vision_tokens)`` fills the sizes that depend on another
+part (the Q-Former's encoder width = the Swin output width, its tokens per view, the cross-attention input widths, the number
 of graph scales of the KG mode); the model calls it once, and the derived config is what a
 checkpoint stores.
 """
@@ -109,12 +109,13 @@ class ModelConfig:
             # cross-attention needs a graph: say so rather than silently dropping it
             raise ValueError("ModelConfig.cross_attention must be false when kg.mode is 'none'")
 
-    def derive(self, vision_dim: int, text_dim: int) -> ModelConfig:
+    def derive(self, vision_dim: int, text_dim: int, vision_tokens: int = 0) -> ModelConfig:
         """Fill the sizes one part takes from another; returns a new config."""
         graph = replace(self.kg.graph, text_dim=text_dim)
         return replace(
             self,
-            qformer=replace(self.qformer, encoder_hidden_size=vision_dim),
+            qformer=replace(self.qformer, encoder_hidden_size=vision_dim,
+                            encoder_tokens=vision_tokens or self.qformer.encoder_tokens),
             kg=replace(self.kg, graph=graph),
             fusion=replace(self.fusion, vision_dim=vision_dim, graph_dim=graph.out_dim))
 

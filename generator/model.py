@@ -94,7 +94,7 @@ class R2GenKG(nn.Module):
         if use_kg and (features is None or provider is None):
             raise ValueError(f"kg.mode={config.kg.mode.value} needs node features and a subgraph provider")
         text_dim = features.shape[1] if features is not None else config.kg.graph.text_dim
-        self.config = config = config.derive(self.vision.out_dim, text_dim)
+        self.config = config = config.derive(self.vision.out_dim, text_dim, self.vision.tokens_per_view)
         self.tokenizer = tokenizer
         self.provider = provider
         self.bank: TokenIndex | None = None   # set by the training loop / checkpoint loader

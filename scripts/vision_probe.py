@@ -91,7 +91,8 @@ def main() -> None:
     train = StudyDataset(load_split(cfg.data, "train"), cfg.data, cache_dir=cache)
     val = StudyDataset(load_split(cfg.data, "val"), cfg.data, cache_dir=cache)
     vision = SwinEncoder(cfg.model.vision)
-    qformer = DiseaseQFormer(replace(cfg.model.qformer, encoder_hidden_size=vision.out_dim))
+    qformer = DiseaseQFormer(replace(cfg.model.qformer, encoder_hidden_size=vision.out_dim,
+                                           encoder_tokens=vision.tokens_per_view))
     qformer.set_prior(train.labels)
     params = [*vision.parameters(), *qformer.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
