@@ -11,6 +11,7 @@ Run:   .venv/bin/python scripts/vision_probe.py --backbone swin --steps 600
        .venv/bin/python scripts/vision_probe.py --backbone resnet --steps 300
        .venv/bin/python scripts/vision_probe.py --imbalance pos_weight --steps 650 --json outputs/probe/pos_weight.json
        .venv/bin/python scripts/vision_probe.py --steps 650 --set model.qformer.uncertain_policy=soft
+       .venv/bin/python scripts/vision_probe.py --steps 975 --every 325 --test --set model.qformer.spatial_head=false
 """
 from __future__ import annotations
 
@@ -44,17 +45,23 @@ def _micro_f1(decided: np.ndarray, truth: np.ndarray) -> float:
     return 2 * tp / max(int(decided.sum()) + int(truth.sum()), 1)
 
 
-def evaluate(vision: SwinEncoder, qformer: DiseaseQFormer, val: StudyDataset) -> dict[str, object]:
+def probabilities(vision: SwinEncoder, qformer: DiseaseQFormer, data: StudyDataset) -> np.ndarray:
+    """(N, 14) classifier probabilities, in eval mode."""
     vision.eval()
     qformer.eval()
     probs = []
     with torch.no_grad():
-        for batch in make_loader(val, 64, shuffle=False):
+        for batch in make_loader(data, 64, shuffle=False):
             v = vision(batch.images, batch.view_mask)
             probs.append(torch.sigmoid(qformer(v.tokens, v.mask).logits))
     vision.train()
     qformer.train()
-    p, labels = torch.cat(probs).numpy(), val.labels.numpy()
+    return torch.cat(probs).numpy()
+
+
+def evaluate(vision: SwinEncoder, qformer: DiseaseQFormer, val: StudyDataset,
+             test: StudyDataset | None = None) -> dict[str, object]:
+    p, labels = probabilities(vision, qformer, val), val.labels.numpy()
     auroc = auroc_per_observation(p, labels)
     thresholds = fit_thresholds(p, labels)
     truth = labels == POSITIVE
@@ -62,12 +69,21 @@ def evaluate(vision: SwinEncoder, qformer: DiseaseQFormer, val: StudyDataset) ->
     five = [OBSERVATIONS.index(o) for o in FIVE_OBSERVATIONS]
     known = [x for x in auroc.values() if x is not None]
     f1s = [f for f in thresholds.f1 if f is not None]
-    return {"mean_auroc": float(np.mean(known)), "mean_f1_fitted": float(np.mean(f1s)),
-            "micro_f1_fitted": _micro_f1(fitted, truth), "micro_f1_at_0.5": _micro_f1(p >= 0.5, truth),
-            "CE5_micro_f1_fitted": _micro_f1(fitted[:, five], truth[:, five]),
-            "CE5_micro_f1_at_0.5": _micro_f1(p[:, five] >= 0.5, truth[:, five]),
-            "auroc": {k: None if x is None else round(x, 3) for k, x in auroc.items()},
-            "f1_fitted": {o.value: None if f is None else round(f, 3) for o, f in zip(OBSERVATIONS, thresholds.f1)}}
+    result: dict[str, object] = {
+        "mean_auroc": float(np.mean(known)), "mean_f1_fitted": float(np.mean(f1s)),
+        "micro_f1_fitted": _micro_f1(fitted, truth), "micro_f1_at_0.5": _micro_f1(p >= 0.5, truth),
+        "CE5_micro_f1_fitted": _micro_f1(fitted[:, five], truth[:, five]),
+        "CE5_micro_f1_at_0.5": _micro_f1(p[:, five] >= 0.5, truth[:, five]),
+        "auroc": {k: None if x is None else round(x, 3) for k, x in auroc.items()},
+        "f1_fitted": {o.value: None if f is None else round(f, 3) for o, f in zip(OBSERVATIONS, thresholds.f1)}}
+    if test is not None:   # the val-fit thresholds on the test split: the decisions a checkpoint would make
+        pt, test_labels = probabilities(vision, qformer, test), test.labels.numpy()
+        test_auroc = auroc_per_observation(pt, test_labels)
+        decided, test_truth = pt >= np.array(thresholds.positive), test_labels == POSITIVE
+        result |= {"test_mean_auroc": float(np.mean([x for x in test_auroc.values() if x is not None])),
+                   "test_decisions_CE5_micro_f1": _micro_f1(decided[:, five], test_truth[:, five]),
+                   "test_decisions_CE14_micro_f1": _micro_f1(decided, test_truth)}
+    return result
 
 
 def main() -> None:
@@ -82,6 +98,8 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override, e.g. --set model.vision.position_slots=2 (repeatable)")
     p.add_argument("--json", type=str, default=None, help="write the last evaluation here")
+    p.add_argument("--test", action="store_true",
+                   help="also score the test split with the val-fit thresholds (the decisions' CE-5)")
     args = p.parse_args()
     overrides = (BACKBONES[args.backbone] + ([f"model.qformer.imbalance={args.imbalance}"] if args.imbalance else [])
                  + args.overrides)
@@ -90,6 +108,7 @@ def main() -> None:
     cache = "outputs/runs/.image_cache"
     train = StudyDataset(load_split(cfg.data, "train"), cfg.data, cache_dir=cache)
     val = StudyDataset(load_split(cfg.data, "val"), cfg.data, cache_dir=cache)
+    test = StudyDataset(load_split(cfg.data, "test"), cfg.data, cache_dir=cache) if args.test else None
     vision = SwinEncoder(cfg.model.vision)
     qformer = DiseaseQFormer(replace(cfg.model.qformer, encoder_hidden_size=vision.out_dim,
                                            encoder_tokens=vision.tokens_per_view))
@@ -111,11 +130,13 @@ def main() -> None:
             opt.step()
             step += 1
             if step % args.every == 0 or step == args.steps:
-                result = {"step": step, "seconds": round(time.perf_counter() - t0, 1), **evaluate(vision, qformer, val)}
+                result = {"step": step, "seconds": round(time.perf_counter() - t0, 1), **evaluate(vision, qformer, val, test)}
                 print(f"step {step} ({result['seconds']:.0f} s): val mean AUROC {result['mean_auroc']:.3f}, "
                       f"mean F1 {result['mean_f1_fitted']:.3f} and micro F1 {result['micro_f1_fitted']:.3f} "
                       f"(fitted thresholds), micro F1 {result['micro_f1_at_0.5']:.3f} at 0.5, CE-5 micro F1 "
                       f"{result['CE5_micro_f1_fitted']:.3f} fitted / {result['CE5_micro_f1_at_0.5']:.3f} at 0.5; "
+                      + (f"test: mean AUROC {result['test_mean_auroc']:.3f}, decisions' CE-5 micro F1 "
+                         f"{result['test_decisions_CE5_micro_f1']:.3f}; " if test is not None else "") +
                       f"AUROC {result['auroc']}", flush=True)
             if step >= args.steps:
                 break
