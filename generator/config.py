@@ -1,9 +1,9 @@
 """The composite R2GenKG model config: one dataclass per part, coupled sizes derived in one place.
 
 ``ModelConfig.derive(vision_dim, text_dim, vision_tokens)`` fills the sizes that depend on another
-part (the Q-Former's encoder width = the Swin output width, its tokens per view, the cross-attention input widths, the number
-of graph scales of the KG mode); the model calls it once, and the derived config is what a
-checkpoint stores.
+part (the Q-Former's encoder width = the Swin output width, its tokens per view, the
+cross-attention input widths, the number of graph scales of the KG mode); the model calls it once,
+and the derived config is what a checkpoint stores.
 """
 from __future__ import annotations
 

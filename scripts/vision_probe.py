@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +95,7 @@ def main() -> None:
                    help="classifier loss policy (default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="a config override, e.g. --set model.vision.position_slots=2 (repeatable)")
+                   help="a config override, e.g. --set model.qformer.spatial_head=false (repeatable)")
     p.add_argument("--json", type=str, default=None, help="write the last evaluation here")
     p.add_argument("--test", action="store_true",
                    help="also score the test split with the val-fit thresholds (the decisions' CE-5)")
@@ -110,8 +109,9 @@ def main() -> None:
     val = StudyDataset(load_split(cfg.data, "val"), cfg.data, cache_dir=cache)
     test = StudyDataset(load_split(cfg.data, "test"), cfg.data, cache_dir=cache) if args.test else None
     vision = SwinEncoder(cfg.model.vision)
-    qformer = DiseaseQFormer(replace(cfg.model.qformer, encoder_hidden_size=vision.out_dim,
-                                           encoder_tokens=vision.tokens_per_view))
+    # the sizes the Q-Former takes from the vision encoder, derived as the full model derives them
+    qformer = DiseaseQFormer(cfg.model.derive(vision.out_dim, cfg.model.kg.graph.text_dim,
+                                              vision.tokens_per_view).qformer)
     qformer.set_prior(train.labels)
     params = [*vision.parameters(), *qformer.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
