@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # The docs/results.md experiment: the iu_phantom variants, several seeds each, the same budget
 # (train.epochs of configs/iu_phantom.yaml, no early stopping), each trained (resumable: rerun to
-# continue where it stopped) then evaluated on the 590 test studies with greedy decoding.
+# continue where it stopped) then evaluated on the 590 test studies with greedy decoding. Each
+# finished run leaves a record, docs/ablation_runs/<variant>/seed<N>.json (its figures and
+# conditions; commit it): a run with a record is done, even where its run folder is gone.
 #   scripts/ablations.sh [RUN ...]     RUN: a variant (all its seeds) or VARIANT/seedN
 #   THREADS=1 scripts/ablations.sh full/seed1 &  THREADS=1 scripts/ablations.sh full/seed2 &
 # Variants and seeds: full, global, no_kg, full_no_diagnosis_prompt × seeds 1 2 3;
 # no_disease_tokens × seed 1. Then: .venv/bin/python scripts/results_table.py
+# Environment: OUT (run folders), RECORDS (records), THREADS, R2GENKG (the command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R2GENKG=${R2GENKG:-.venv/bin/r2genkg}
 OUT=${OUT:-outputs/runs/ablations}
+RECORDS=${RECORDS:-docs/ablation_runs}
+PYTHON=${PYTHON:-.venv/bin/python}
 THREADS=${THREADS:-2}
 
 declare -A OVERRIDES=(
@@ -36,14 +41,17 @@ mkdir -p "$OUT"
 for run in "${runs[@]}"; do
   variant=${run%%/*}; seed=${run##*/seed}
   dir="$OUT/$variant/seed$seed"
-  if [ -f "$dir/best/eval_test/results.json" ]; then echo "=== $run: done" >&2; continue; fi
+  record="$RECORDS/$variant/seed$seed.json"
+  if [ -f "$record" ]; then echo "=== $run: done ($record)" >&2; continue; fi
   echo "=== $run: train (threads $THREADS)" >&2
-  start=$(date +%s)
+  started=$(date -Is); start=$(date +%s)
   # shellcheck disable=SC2086
   "$R2GENKG" train --config configs/iu_phantom.yaml train.output_dir="$dir" train.seed="$seed" \
     train.threads="$THREADS" ${OVERRIDES[$variant]}
-  echo "$run train wall_s=$(( $(date +%s) - start )) threads=$THREADS started=$(date -d @"$start" -Is)" >> "$OUT/times.txt"
-  start=$(date +%s)
-  "$R2GENKG" test "$dir/best" --split test --batch-size 32
-  echo "$run test wall_s=$(( $(date +%s) - start )) threads=$THREADS" >> "$OUT/times.txt"
+  train_s=$(( $(date +%s) - start )); start=$(date +%s)
+  if [ ! -f "$dir/best/eval_test/results.json" ]; then "$R2GENKG" test "$dir/best" --split test --batch-size 32; fi
+  test_s=$(( $(date +%s) - start ))
+  "$PYTHON" scripts/results_table.py --record "$dir" --out "$record" --set "train_wall_s=$train_s" \
+    --set "test_wall_s=$test_s" --set "threads=$THREADS" --set "started=$started" \
+    --set "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 done

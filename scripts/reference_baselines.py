@@ -5,7 +5,7 @@ for every study, (2) the nearest train report by phantom pixels (training/baseli
 micro-F1 on IU is dominated by "No Finding" (positive in ~43% of reports), so row (1) shows how
 much of a model's CE score a constant normal report already earns.
 Needs: the iu_phantom phantoms (`r2genkg train --config configs/iu_phantom.yaml` renders them).
-Run:   .venv/bin/python scripts/reference_baselines.py [--out outputs/runs/ablations/baselines.json]
+Run:   .venv/bin/python scripts/reference_baselines.py [--out docs/ablation_runs/baselines.json]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from training.evaluate import compute_scores
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, default=Path("outputs/phantoms/iu_128"))
-    p.add_argument("--out", type=Path, default=Path("outputs/runs/ablations/baselines.json"))
+    p.add_argument("--out", type=Path, default=Path("docs/ablation_runs/baselines.json"))
     args = p.parse_args()
     annotation = bundled_iu_annotation()
     train = read_r2gen(annotation, image_root=args.images, splits=["train"])

@@ -1,14 +1,17 @@
-"""The docs/results.md table and docs/results.csv, from the runs scripts/ablations.sh made (nothing is
-typed by hand).
+"""The docs/results.md table and docs/results.csv, from the per-run records scripts/ablations.sh
+commits (nothing is typed by hand).
 
-Reads, per variant and seed under --runs (<variant>/seed<N>/): best/eval_test/results.json (test
-metrics, consistency, classifier AUROC, repeated sentences, the CE-5 of the model's own decisions;
-runs scored before that figure existed are rescored from their predictions.jsonl against the
-bundled IU annotation, which every iu_phantom run uses), the newest step checkpoint's
-trainer_state.json (epochs and training seconds) and val_log.csv (the selected epoch); and
-baselines.json from scripts/reference_baselines.py for the two reference rows. Every figure is the
-mean over the seeds that finished, with its sample standard deviation (``_sd``; empty for one seed).
-Run:   .venv/bin/python scripts/results_table.py [--runs outputs/runs/ablations] [--csv docs/results.csv]
+Two steps:
+- ``--record RUN --out docs/ablation_runs/<variant>/seed<N>.json [--set KEY=VALUE ...]``: one
+  finished run's figures, from RUN/best/eval_test/results.json (test metrics, consistency, the
+  classifier's AUROC, repeated sentences, the CE-5 of the model's own decisions), the newest step
+  checkpoint's trainer_state.json (epochs and training seconds) and val_log.csv (the selected
+  epoch), plus the run's conditions (``--set``: wall seconds, threads, commit). ablations.sh writes
+  one after each run, so the table outlives the run folders (generated data, git-ignored).
+- the table: every record under --records, per variant the mean over its seeds with the sample
+  standard deviation (``_sd``; empty for one seed), and the two reference rows from
+  baselines.json (scripts/reference_baselines.py).
+Run:   .venv/bin/python scripts/results_table.py [--records docs/ablation_runs] [--csv docs/results.csv]
 """
 from __future__ import annotations
 
@@ -19,8 +22,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from cxr.readers.r2gen import bundled_iu_annotation
-from training.evaluate import evaluate
 from training.loop import COMPLETE, latest_checkpoint
 
 VARIANTS = ("full", "global", "no_kg", "no_disease_tokens", "full_no_diagnosis_prompt")
@@ -31,11 +32,11 @@ FIGURES = ("BLEU_4", "CIDEr", "CE14_micro_F1", "CE14_macro_F1", "CE5_micro_F1", 
 COLUMNS = ("variant", "seeds", *(c for f in FIGURES for c in (f, f"{f}_sd")), "epochs", "selected_epochs")
 
 
-def seed_row(run: Path) -> dict[str, Any] | None:
-    """One finished run's figures, or None while it has no test results."""
+def seed_row(run: Path) -> dict[str, Any]:
+    """One finished run's figures."""
     results = run / "best" / "eval_test" / "results.json"
     if not results.is_file():
-        return None
+        raise SystemExit(f"{run}: no test results ({results}); run r2genkg test {run}/best first")
     data = json.loads(results.read_text())
     m = data["metrics"]
     newest = latest_checkpoint(run)
@@ -45,14 +46,11 @@ def seed_row(run: Path) -> dict[str, Any] | None:
     with (run / "val_log.csv").open() as f:
         val = list(csv.DictReader(f))
     best = max(val, key=lambda r: float(r["score"]))
-    decided = m.get("decisions_ce_5")
-    if decided is None:   # scored before decisions_ce_5 existed: the same scoring, from the predictions
-        scores = evaluate(results.parent / "predictions.jsonl", bundled_iu_annotation(), "test", meteor=False).scores
-        decided = None if scores.decisions_ce_5 is None else scores.decisions_ce_5.to_dict()
+    decided = m["decisions_ce_5"]
     return {"BLEU_4": m["nlg"]["BLEU_4"], "CIDEr": m["nlg"]["CIDEr"], "CE14_micro_F1": m["ce_14"]["micro"]["f1"],
             "CE14_macro_F1": m["ce_14"]["macro"]["f1"], "CE5_micro_F1": m["ce_5"]["micro"]["f1"],
             "consistency_F1": m.get("consistency_f1"),
-            "decisions_CE5_micro_F1": None if decided is None else decided["micro"]["f1"], "AUROC": data["classifier_mean_auroc"],
+            "decisions_CE5_micro_F1": decided["micro"]["f1"], "AUROC": data["classifier_mean_auroc"],
             "repeated_pct": m.get("repeated_pct"), "train_min": state["seconds"] / 60,
             "epochs": state["epoch"], "selected_epoch": int(best["epoch"])}
 
@@ -89,20 +87,50 @@ def _cell(row: dict[str, Any], figure: str) -> str:
     return f"{mean:.{digits}f}" + ("" if sd is None else f" ± {sd:.{digits}f}")
 
 
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def write_record(run: Path, out: Path, conditions: list[str]) -> None:
+    row = seed_row(run)
+    for item in conditions:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        row[key] = _value(value)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(row, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def read_records(root: Path) -> list[dict[str, Any]]:
+    table = []
+    for variant in VARIANTS:
+        files = sorted((root / variant).glob("seed*.json"), key=lambda f: int(f.stem.removeprefix("seed")))
+        if files:
+            table.append(aggregate(variant, [json.loads(f.read_text()) for f in files]))
+    return table
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=Path, default=Path("outputs/runs/ablations"))
+    p.add_argument("--records", type=Path, default=Path("docs/ablation_runs"))
     p.add_argument("--csv", type=Path, default=Path("docs/results.csv"))
+    p.add_argument("--record", type=Path, metavar="RUN", help="write one finished run's record to --out")
+    p.add_argument("--out", type=Path, help="the record file (with --record)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a condition of the run")
     args = p.parse_args()
-    table: list[dict[str, Any]] = []
-    for variant in VARIANTS:
-        seeds = sorted((args.runs / variant).glob("seed*"), key=lambda d: int(d.name.removeprefix("seed")))
-        rows = [r for r in map(seed_row, seeds) if r is not None]
-        if rows:
-            table.append(aggregate(variant, rows))
-    table += reference_rows(args.runs / "baselines.json")
+    if args.record is not None:
+        if args.out is None:
+            p.error("--record needs --out")
+        write_record(args.record, args.out, args.set)
+        return
+    table = read_records(args.records) + reference_rows(args.records / "baselines.json")
     if not table:
-        raise SystemExit(f"no finished run under {args.runs}: run scripts/ablations.sh first")
+        raise SystemExit(f"no run record under {args.records}: run scripts/ablations.sh first")
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     with args.csv.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +13,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(root: Path, variant: str, seed: int, bleu4: float, minutes: float, decided: bool = True) -> Path:
+def _run(root: Path, variant: str, seed: int, bleu4: float, minutes: float) -> Path:
     run = root / variant / f"seed{seed}"
     (run / "best" / "eval_test").mkdir(parents=True)
     metrics = {"nlg": {"BLEU_4": bleu4, "CIDEr": 0.3}, "ce_14": {"micro": {"f1": 0.7}, "macro": {"f1": 0.3}},
-               "ce_5": {"micro": {"f1": 0.5}}, "consistency_f1": 0.8, "repeated_pct": 0.0}
-    if decided:
-        metrics["decisions_ce_5"] = {"micro": {"f1": 0.6}}
+               "ce_5": {"micro": {"f1": 0.5}}, "consistency_f1": 0.8, "repeated_pct": 0.0,
+               "decisions_ce_5": {"micro": {"f1": 0.6}}}
     (run / "best" / "eval_test" / "results.json").write_text(json.dumps(
         {"metrics": metrics, "classifier_mean_auroc": 0.9}))
     step = run / "checkpoints" / "checkpoint_1040"
@@ -28,21 +28,32 @@ def _run(root: Path, variant: str, seed: int, bleu4: float, minutes: float, deci
     return run
 
 
-def _table(root: Path) -> dict[str, dict[str, str]]:
-    out = root / "results.csv"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "results_table.py"), "--runs", str(root), "--csv", str(out)],
+SCRIPT = [sys.executable, str(REPO / "scripts" / "results_table.py")]
+
+
+def _record(runs: Path, records: Path, variant: str, seed: int, *args: str) -> Path:
+    out = records / variant / f"seed{seed}.json"
+    subprocess.run([*SCRIPT, "--record", str(runs / variant / f"seed{seed}"), "--out", str(out), *args],
                    capture_output=True, text=True, cwd=REPO, check=True)
-    return {r["variant"]: r for r in csv.DictReader(out.open())}
+    return out
 
 
-def test_mean_and_sd_over_seeds_and_a_single_seed_row(tmp_path):
-    _run(tmp_path, "full", 1, 0.10, 10.0)
-    _run(tmp_path, "full", 2, 0.14, 12.0)
-    _run(tmp_path, "no_kg", 1, 0.12, 9.0)
-    (tmp_path / "full" / "seed3").mkdir()            # started, not finished: left out
+def test_a_record_keeps_the_figures_and_conditions_and_the_table_needs_only_records(tmp_path):
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    _run(runs, "full", 1, 0.10, 10.0)
+    _run(runs, "full", 2, 0.14, 12.0)
+    _run(runs, "no_kg", 1, 0.12, 9.0)
+    (runs / "full" / "seed3").mkdir()                 # started, not finished: no record
+    first = _record(runs, records, "full", 1, "--set", "threads=2", "--set", "commit=abc1234")
+    _record(runs, records, "full", 2)
+    _record(runs, records, "no_kg", 1)
+    kept = json.loads(first.read_text())
+    assert kept["threads"] == 2 and kept["commit"] == "abc1234" and kept["BLEU_4"] == pytest.approx(0.10)
+    assert kept["epochs"] == 8 and kept["selected_epoch"] == 2
+    shutil.rmtree(runs)                               # run folders are generated data: the records suffice
     out = tmp_path / "results.csv"
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "results_table.py"), "--runs", str(tmp_path),
-                           "--csv", str(out)], capture_output=True, text=True, cwd=REPO, check=True)
+    done = subprocess.run([*SCRIPT, "--records", str(records), "--csv", str(out)],
+                          capture_output=True, text=True, cwd=REPO, check=True)
     assert "| full | 2 |" in done.stdout
     rows = {r["variant"]: r for r in csv.DictReader(out.open())}
     assert list(rows) == ["full", "no_kg"]
@@ -56,11 +67,12 @@ def test_mean_and_sd_over_seeds_and_a_single_seed_row(tmp_path):
     assert float(full["decisions_CE5_micro_F1"]) == pytest.approx(0.6)
 
 
-def test_a_run_scored_before_decisions_ce_5_is_rescored_from_its_predictions(tmp_path, iu_annotation):
-    run = _run(tmp_path, "full", 1, 0.10, 10.0, decided=False)
-    test = json.loads(iu_annotation.read_text())["test"]
-    with (run / "best" / "eval_test" / "predictions.jsonl").open("w") as f:   # every study decided Cardiomegaly
-        f.writelines(json.dumps({"id": a["id"], "report": a["report"], "positive": ["Cardiomegaly"]}) + "\n"
-                     for a in test)
-    # CE-5 of the decisions: the 26 Cardiomegaly references found, 564 false, 42 other CE-5 positives missed
-    assert float(_table(tmp_path)["full"]["decisions_CE5_micro_F1"]) == pytest.approx(52 / 658, abs=1e-4)
+def test_an_unfinished_run_and_a_bad_condition_are_one_line_errors(tmp_path):
+    (tmp_path / "full" / "seed1").mkdir(parents=True)
+    done = subprocess.run([*SCRIPT, "--record", str(tmp_path / "full" / "seed1"), "--out", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode != 0 and "no test results" in done.stderr and "Traceback" not in done.stderr
+    _run(tmp_path, "full", 2, 0.1, 1.0)
+    done = subprocess.run([*SCRIPT, "--record", str(tmp_path / "full" / "seed2"), "--out", str(tmp_path / "r.json"),
+                           "--set", "threads"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode != 0 and "KEY=VALUE" in done.stderr and not (tmp_path / "r.json").exists()
