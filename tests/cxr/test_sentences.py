@@ -7,7 +7,13 @@ import pytest
 from cxr.clean import clean_report
 from cxr.labeler import label_reports
 from cxr.observations import FINDINGS, OBSERVATIONS, POSITIVE, UNCERTAIN, Observation
-from cxr.sentences import LabelledReports, SentenceOrder, findings_first, order_reports, split_cleaned
+from cxr.sentences import (
+    LabelledReports,
+    SentenceOrder,
+    findings_first,
+    order_reports,
+    split_cleaned,
+)
 
 
 def test_finding_sentences_move_first_in_the_prompts_order():
