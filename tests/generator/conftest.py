@@ -59,3 +59,12 @@ def study_batch(n: int = 4, size: int = 64, seed: int = 0):
     reports = [REPORTS[i % len(REPORTS)] for i in range(n)]
     labels = torch.from_numpy(label_reports(reports).astype(np.float32))
     return images, view_mask, [f"s{i}" for i in range(n)], labels, reports
+
+
+@pytest.fixture(scope="session")
+def shared_diagnosis_model(m3kg_store, tiny_tokenizer, tmp_path_factory):
+    """One tiny model with the diagnosis prompt for the session; tests that change it restore it."""
+    model, store = make_model(m3kg_store, tiny_tokenizer, tmp_path_factory.mktemp("diagnosis"),
+                              "model.diagnosis_prompt=true")
+    yield model.eval()
+    store.close()

@@ -7,7 +7,7 @@ import torch
 
 from cxr.sentences import stating_sentences
 from generator.prompt import finding_token_weights, report_ids
-from tests.generator.conftest import make_model, study_batch
+from tests.generator.conftest import study_batch
 
 FINDING = "the heart is enlarged . the lungs are clear ."
 NORMAL = "the heart is normal in size . the lungs are clear ."
@@ -34,12 +34,9 @@ def test_weights_line_up_with_the_report_targets(tiny_tokenizer):
     assert [len(w) for w in cut] == [len(t) for t in report_ids(tiny_tokenizer, reports, max_tokens=4)]
 
 
-@pytest.fixture(scope="module")
-def model(m3kg_store, tiny_tokenizer, tmp_path_factory):
-    model, store = make_model(m3kg_store, tiny_tokenizer, tmp_path_factory.mktemp("weight"),
-                              "model.diagnosis_prompt=true")
-    yield model.eval()
-    store.close()
+@pytest.fixture
+def model(shared_diagnosis_model):
+    return shared_diagnosis_model.eval()
 
 
 def _lm_loss(model, reports, weight):

@@ -24,7 +24,7 @@ from generator.prompt import (
     splice_for_generation,
     splice_for_training,
 )
-from tests.generator.conftest import make_model, study_batch
+from tests.generator.conftest import study_batch
 
 NEG, UNC, POS = (STATES.index(s) for s in (State.NEGATIVE, State.UNCERTAIN, State.POSITIVE))
 OLD_TEMPLATE = "Human: <Img>{image}</Img> {prompt}\nAssistant:"   # the template before the diagnosis slot
@@ -152,19 +152,11 @@ def test_splice_lengths_with_states(tiny_tokenizer):
 
 
 # ---- the model ----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def _shared_model(m3kg_store, tiny_tokenizer, tmp_path_factory):
-    model, store = make_model(m3kg_store, tiny_tokenizer, tmp_path_factory.mktemp("diagnosis"),
-                              "model.diagnosis_prompt=true")
-    yield model.eval()
-    store.close()
-
-
 @pytest.fixture
-def diagnosis_model(_shared_model):
-    """One model for the module (built once), with the default thresholds for each test."""
-    _shared_model.thresholds = Thresholds()
-    return _shared_model.eval()
+def diagnosis_model(shared_diagnosis_model):
+    """One model for the session (built once), with the default thresholds for each test."""
+    shared_diagnosis_model.thresholds = Thresholds()
+    return shared_diagnosis_model.eval()
 
 
 def test_the_model_builds_the_diagnosis_prompt_only_when_asked(diagnosis_model, tiny_tokenizer, tmp_path):
