@@ -20,7 +20,6 @@ per combination).
 """
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Sequence
 from enum import Enum
@@ -42,18 +41,6 @@ class SentenceOrder(str, Enum):
 def split_cleaned(report: str) -> list[str]:
     """A cleaned report ("a . b .") → its sentences ["a", "b"]; empty sentences are kept."""
     return report.removesuffix(END).split(SEPARATOR)
-
-
-@functools.lru_cache(maxsize=16384)
-def stating_sentences(report: str) -> tuple[tuple[int, bool], ...]:
-    """A cleaned report's sentences as (character offset in ``report``, states a finding: positive
-    or uncertain by the labeler); cached, since training sees every report once an epoch."""
-    sentences = split_cleaned(report)
-    labels = label_reports(sentences)
-    columns = [OBSERVATIONS.index(o) for o in FINDINGS]
-    stated = np.isin(labels[:, columns], (POSITIVE, UNCERTAIN)).any(1)
-    starts = itertools.accumulate((len(x) + len(SEPARATOR) for x in sentences[:-1]), initial=0)
-    return tuple(zip(starts, map(bool, stated)))
 
 
 def findings_first(reports: Sequence[str]) -> list[str]:

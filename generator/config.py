@@ -98,15 +98,11 @@ class ModelConfig:
     prompt: str = PAPER_PROMPT
     diagnosis_prompt: bool = False   # the decided state of each observation, as text, in the prompt
     classifier_weight: float = 1.0   # loss = LM loss + classifier_weight · BCE(14 observations)
-    # the LM loss weight of the tokens of a report sentence that states a finding (1: plain mean)
-    finding_token_weight: float = 1.0
     max_report_tokens: int = 60      # the paper's max report length (IU X-ray)
 
     def __post_init__(self) -> None:
         if self.classifier_weight < 0:
             raise ValueError(f"ModelConfig.classifier_weight must be ≥ 0, got {self.classifier_weight}")
-        if self.finding_token_weight <= 0:
-            raise ValueError(f"ModelConfig.finding_token_weight must be > 0, got {self.finding_token_weight}")
         if self.max_report_tokens < 1:
             raise ValueError(f"ModelConfig.max_report_tokens must be ≥ 1, got {self.max_report_tokens}")
         if self.kg.mode == KGMode.NONE and self.cross_attention:

@@ -29,14 +29,7 @@ from generator.backends import Completion, HFBackend, LLMBackend, TokenCallback
 from generator.config import KG2VQueries, KGMode, ModelConfig
 from generator.decisions import Thresholds, state_names
 from generator.llm import build_llm, embed_tokens
-from generator.prompt import (
-    IGNORE_INDEX,
-    finding_token_weights,
-    prompt_ids,
-    report_ids,
-    splice_for_generation,
-    splice_for_training,
-)
+from generator.prompt import prompt_ids, report_ids, splice_for_generation, splice_for_training
 from generator.settings import GenerationSettings
 from graphdb.provider import SubgraphBatch, SubgraphProvider
 from retrieval.index import TokenIndex
@@ -194,7 +187,7 @@ class R2GenKG(nn.Module):
         targets = report_ids(self.tokenizer, reports, self.config.max_report_tokens)
         embeds, mask, lm_labels = splice_for_training(embed_tokens(self.llm), self.prompt, enc.prefix,
                                                       targets, self.tokenizer.pad_token_id, enc.prompt_states)
-        lm_loss = self._lm_loss(embeds, mask, lm_labels, reports)
+        lm_loss = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=lm_labels).loss
         cls_loss = enc.disease.loss if enc.disease.loss is not None else lm_loss.new_zeros(())
         return ModelOutput(lm_loss + self.config.classifier_weight * cls_loss, lm_loss, cls_loss, enc)
 
@@ -218,25 +211,7 @@ class R2GenKG(nn.Module):
         empty = embed.weight.new_zeros(len(reports), 0, embed.embedding_dim)
         embeds, mask, lm_labels = splice_for_training(embed, self.prompt, empty, targets,
                                                       self.tokenizer.pad_token_id, states)
-        return self._lm_loss(embeds, mask, lm_labels, reports)
-
-    def _lm_loss(self, embeds: Tensor, mask: Tensor, labels: Tensor, reports: list[str]) -> Tensor:
-        """The mean next-token loss over the report tokens, each weighted by
-        ``config.finding_token_weight`` where its sentence states a finding."""
-        weight = self.config.finding_token_weight
-        if weight == 1.0:
-            return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1].float()
-        targets = labels[:, 1:]
-        rows = finding_token_weights(self.tokenizer, reports, self.config.max_report_tokens, weight)
-        weights = torch.zeros(labels.shape, dtype=logits.dtype, device=logits.device)
-        T = max(map(len, rows))
-        for b, row in enumerate(rows):   # the reports sit right-padded at the end (splice_for_training)
-            weights[b, labels.size(1) - T:labels.size(1) - T + len(row)] = torch.tensor(row, dtype=logits.dtype)
-        weights = weights[:, 1:] * (targets != IGNORE_INDEX)
-        token_loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
-                                                 ignore_index=IGNORE_INDEX, reduction="none")
-        return (token_loss * weights.flatten()).sum() / weights.sum()
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=lm_labels).loss
 
     # ---- the one generate path: validation, test, batch and the API all call this ----
     @torch.no_grad()

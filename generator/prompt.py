@@ -16,7 +16,6 @@ prompt is token for token the one before it existed.
 """
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +24,6 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from cxr.observations import FINDINGS, STATES, State
-from cxr.sentences import stating_sentences
 
 IMAGE_SLOT, DIAGNOSIS_SLOT = "{image}", "{diagnosis}"
 TEMPLATE = "Human: <Img>{image}</Img> {prompt}{diagnosis}\nAssistant:"
@@ -118,24 +116,6 @@ def report_ids(tokenizer: PreTrainedTokenizerBase, reports: Sequence[str], max_t
     """Each report's tokens, cut to ``max_tokens``, then <eos> (the model learns to stop)."""
     encoded = tokenizer([" " + r for r in reports], add_special_tokens=False).input_ids
     return [ids[:max_tokens] + [tokenizer.eos_token_id] for ids in encoded]
-
-
-def finding_token_weights(tokenizer: PreTrainedTokenizerBase, reports: Sequence[str], max_tokens: int,
-                          weight: float) -> list[list[float]]:
-    """Per target token of ``report_ids`` (same cut, same <eos>): ``weight`` for the tokens of a
-    sentence that states a finding (``cxr.sentences.stating_sentences``; its closing " ." included),
-    1 for the rest and for <eos>."""
-    encoded = tokenizer([" " + r for r in reports], add_special_tokens=False, return_offsets_mapping=True)
-    out = []
-    for report, offsets in zip(reports, encoded["offset_mapping"]):
-        spans = stating_sentences(report)
-        starts = [start + 1 for start, _ in spans]          # +1: report_ids prepends a space
-        row = []
-        for _, end in offsets[:max_tokens]:    # a token's last character (its first may be a space)
-            sentence = max(bisect.bisect_right(starts, end - 1) - 1, 0)
-            row.append(weight if spans[sentence][1] else 1.0)
-        out.append(row + [1.0])
-    return out
 
 
 def _embed_ids(embed: nn.Embedding, ids: list[int], batch: int, device: torch.device) -> Tensor:
