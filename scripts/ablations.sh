@@ -44,7 +44,7 @@ for run in "${runs[@]}"; do
   record="$RECORDS/$variant/seed$seed.json"
   if [ -f "$record" ]; then echo "=== $run: done ($record)" >&2; continue; fi
   echo "=== $run: train (threads $THREADS)" >&2
-  started=$(date -Is); start=$(date +%s)
+  started=$(date -Is); start=$(date +%s); commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   # shellcheck disable=SC2086
   "$R2GENKG" train --config configs/iu_phantom.yaml train.output_dir="$dir" train.seed="$seed" \
     train.threads="$THREADS" ${OVERRIDES[$variant]}
@@ -53,5 +53,5 @@ for run in "${runs[@]}"; do
   test_s=$(( $(date +%s) - start ))
   "$PYTHON" scripts/results_table.py --record "$dir" --out "$record" --set "train_wall_s=$train_s" \
     --set "test_wall_s=$test_s" --set "threads=$THREADS" --set "started=$started" \
-    --set "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    --set "commit=$commit"
 done
