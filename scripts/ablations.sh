@@ -52,6 +52,6 @@ for run in "${runs[@]}"; do
   if [ ! -f "$dir/best/eval_test/results.json" ]; then "$R2GENKG" test "$dir/best" --split test --batch-size 32; fi
   test_s=$(( $(date +%s) - start ))
   "$PYTHON" scripts/results_table.py --record "$dir" --out "$record" --set "train_wall_s=$train_s" \
-    --set "test_wall_s=$test_s" --set "threads=$THREADS" --set "started=$started" \
-    --set "commit=$commit"
+    --set "test_wall_s=$test_s" --set "threads=$THREADS" --set "started=\"$started\"" \
+    --set "commit=\"$commit\""   # quoted: a hash such as 1234567 or 12e4567 would read as a number
 done

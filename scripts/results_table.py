@@ -46,11 +46,10 @@ def seed_row(run: Path) -> dict[str, Any]:
     with (run / "val_log.csv").open() as f:
         val = list(csv.DictReader(f))
     best = max(val, key=lambda r: float(r["score"]))
-    decided = m["decisions_ce_5"]
     return {"BLEU_4": m["nlg"]["BLEU_4"], "CIDEr": m["nlg"]["CIDEr"], "CE14_micro_F1": m["ce_14"]["micro"]["f1"],
             "CE14_macro_F1": m["ce_14"]["macro"]["f1"], "CE5_micro_F1": m["ce_5"]["micro"]["f1"],
             "consistency_F1": m.get("consistency_f1"),
-            "decisions_CE5_micro_F1": decided["micro"]["f1"], "AUROC": data["classifier_mean_auroc"],
+            "decisions_CE5_micro_F1": m["decisions_ce_5"]["micro"]["f1"], "AUROC": data["classifier_mean_auroc"],
             "repeated_pct": m.get("repeated_pct"), "train_min": state["seconds"] / 60,
             "epochs": state["epoch"], "selected_epoch": int(best["epoch"])}
 
@@ -88,6 +87,7 @@ def _cell(row: dict[str, Any], figure: str) -> str:
 
 
 def _value(text: str) -> Any:
+    """A condition's value: JSON where it parses (2 → int, "abc" → str), else the text itself."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -121,7 +121,7 @@ def main() -> None:
     p.add_argument("--csv", type=Path, default=Path("docs/results.csv"))
     p.add_argument("--record", type=Path, metavar="RUN", help="write one finished run's record to --out")
     p.add_argument("--out", type=Path, help="the record file (with --record)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a condition of the run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a condition of the run; VALUE is read as JSON where it parses, so quote a string that looks like a number")
     args = p.parse_args()
     if args.record is not None:
         if args.out is None:

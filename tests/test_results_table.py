@@ -44,11 +44,13 @@ def test_a_record_keeps_the_figures_and_conditions_and_the_table_needs_only_reco
     _run(runs, "full", 2, 0.14, 12.0)
     _run(runs, "no_kg", 1, 0.12, 9.0)
     (runs / "full" / "seed3").mkdir()                 # started, not finished: no record
-    first = _record(runs, records, "full", 1, "--set", "threads=2", "--set", "commit=abc1234")
+    first = _record(runs, records, "full", 1, "--set", "threads=2", "--set", "commit=abc1234",
+                    "--set", 'started="1234567"')
     _record(runs, records, "full", 2)
     _record(runs, records, "no_kg", 1)
     kept = json.loads(first.read_text())
     assert kept["threads"] == 2 and kept["commit"] == "abc1234" and kept["BLEU_4"] == pytest.approx(0.10)
+    assert kept["started"] == "1234567"                # a quoted value stays a string
     assert kept["epochs"] == 8 and kept["selected_epoch"] == 2
     shutil.rmtree(runs)                               # run folders are generated data: the records suffice
     out = tmp_path / "results.csv"
