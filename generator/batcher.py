@@ -19,6 +19,7 @@ from dataclasses import astuple, dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cxr.clean import complete_sentences, drop_repeated_sentences
+from generator.coverage import before_denial
 from generator.engine import Engine, StudyInput
 from generator.model import GenerationResult
 from generator.settings import GenerationSettings
@@ -63,7 +64,9 @@ class _Streamer:
     """Turns a study's token ids into text deltas whose concatenation is the final report.
 
     With ``drop_repeated_sentences`` (the default) it sends whole sentences only, each once, as
-    the report will have them."""
+    the report will have them. With ``cover_decisions`` (the default) it holds back everything from
+    the first sentence that denies a finding: the coverage pass may replace that sentence, and what
+    was sent cannot be taken back (the rest follows when the report is done)."""
 
     def __init__(self, job: Job, tokenizer, loop: asyncio.AbstractEventLoop) -> None:
         self.job, self.tokenizer, self.loop = job, tokenizer, loop
@@ -73,8 +76,12 @@ class _Streamer:
     def token(self, token: int) -> None:
         self.ids.append(token)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
+        if self.job.settings.drop_repeated_sentences or self.job.settings.cover_decisions:
+            text = complete_sentences(text)
         if self.job.settings.drop_repeated_sentences:
-            text = drop_repeated_sentences(complete_sentences(text))[0]
+            text = drop_repeated_sentences(text)[0]
+        if self.job.settings.cover_decisions:
+            text = before_denial(text)
         text = text.rstrip()
         # hold back an incomplete UTF-8 sequence and trailing blanks: the report is stripped
         if text.endswith("\ufffd") or not text.startswith(self.sent) or len(text) == len(self.sent):

@@ -140,7 +140,7 @@ class Engine:
         for i, (e, m, enc) in enumerate(chunks):
             start = i * self.micro_batch
             out += self.model.results(study_ids[start:start + len(e)], completions[start:start + len(e)], enc,
-                                      int(m.shape[1]), settings)
+                                      int(m.shape[1]), settings, self.backend)
         return out
 
     def close(self) -> None:

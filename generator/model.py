@@ -20,13 +20,14 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from cxr.clean import drop_repeated_sentences
-from cxr.observations import OBSERVATIONS, STATES, State, label_states, positive_mask
+from cxr.observations import FINDINGS, OBSERVATIONS, STATES, State, label_states, positive_mask
 from encoders.fusion import BankAttention, BiCrossAttention
 from encoders.graph import GraphOutput, MultiScaleFusion
 from encoders.qformer import DiseaseOutput, DiseaseQFormer
 from encoders.vision import SwinEncoder
 from generator.backends import Completion, HFBackend, LLMBackend, TokenCallback
 from generator.config import KG2VQueries, KGMode, ModelConfig
+from generator.coverage import merge, missing_findings
 from generator.decisions import Thresholds, state_names
 from generator.llm import build_llm, embed_tokens
 from generator.prompt import prompt_ids, report_ids, splice_for_generation, splice_for_training
@@ -53,6 +54,8 @@ class GenerationResult:
     prompt_tokens: int = 0                 # positions the LLM read (prompt + image/KG/disease tokens)
     completion_tokens: int = 0
     finish_reason: str = "stop"            # "stop" (eos) | "length" (max_new_tokens)
+    covered: list[str] = field(default_factory=list)   # decided findings stated by the coverage pass
+    added: list[str] = field(default_factory=list)     # the sentences that pass added (generator.coverage)
 
     @property
     def positive(self) -> list[str]:
@@ -236,23 +239,64 @@ class R2GenKG(nn.Module):
         was_training = self.llm.training
         self.llm.eval()
         try:
-            completions = (backend or HFBackend(self.llm, self.tokenizer)).generate(embeds, mask, settings, on_token)
+            backend = backend or HFBackend(self.llm, self.tokenizer)
+            completions = backend.generate(embeds, mask, settings, on_token)
+            return self.results(study_ids, completions, enc, int(mask.shape[1]), settings, backend)
         finally:
             self.llm.train(was_training)
-        return self.results(study_ids, completions, enc, int(mask.shape[1]), settings)
 
     def results(self, study_ids: list[str], completions: list[Completion], enc: Encoded,
-                prompt_tokens: int, settings: GenerationSettings) -> list[GenerationResult]:
+                prompt_tokens: int, settings: GenerationSettings,
+                backend: LLMBackend | None = None) -> list[GenerationResult]:
+        """Completions → results; with ``settings.cover_decisions`` and a ``backend``, then the
+        coverage pass (generator.coverage)."""
         texts = [t.strip() for t in self.tokenizer.batch_decode([c.token_ids for c in completions],
                                                                  skip_special_tokens=True)]
         if settings.drop_repeated_sentences:
             texts = [drop_repeated_sentences(t)[0] for t in texts]
         probs = torch.sigmoid(enc.disease.logits.float()).cpu().numpy()
         states = enc.states.cpu().numpy()
-        return [GenerationResult(sid, text, {o.value: float(p) for o, p in zip(OBSERVATIONS, probs[b])},
+        out = [GenerationResult(sid, text, {o.value: float(p) for o, p in zip(OBSERVATIONS, probs[b])},
                                  self._evidence(enc, b), state_names(states[b]), prompt_tokens, len(c.token_ids),
                                  c.finish_reason)
                 for b, (sid, text, c) in enumerate(zip(study_ids, texts, completions))]
+        if settings.cover_decisions and backend is not None:
+            self.cover(out, enc, settings, backend)
+        return out
+
+    @torch.no_grad()
+    def cover(self, results: list[GenerationResult], enc: Encoded, settings: GenerationSettings,
+              backend: LLMBackend) -> None:
+        """In place: each report that leaves out a finding decided positive gets the decoder's own
+        sentences for it from one more pass whose prompt lists only the missing findings
+        (generator.coverage). Needs the diagnosis prompt; without it, nothing changes."""
+        if self.prompt.diagnosis is None:
+            return
+        positive = STATES.index(State.POSITIVE)
+        decided = [[o for o, s in zip(OBSERVATIONS, row) if s == positive and o in FINDINGS]
+                   for row in enc.states.tolist()]
+        need = {b: m for b, r in enumerate(results) if (m := missing_findings(r.report, decided[b]))}
+        if not need:
+            return
+        rows = sorted(need)
+        states = torch.full((len(rows), len(OBSERVATIONS)), STATES.index(State.NEGATIVE), dtype=torch.long)
+        for i, b in enumerate(rows):
+            for o in need[b]:
+                states[i, OBSERVATIONS.index(o)] = positive
+        prefix = enc.prefix[torch.tensor(rows, device=enc.prefix.device)]
+        was_training = self.llm.training
+        self.llm.eval()
+        try:
+            embeds, mask = splice_for_generation(embed_tokens(self.llm), self.prompt, prefix, states.to(prefix.device))
+            completions = backend.generate(embeds, mask, settings, None)
+        finally:
+            self.llm.train(was_training)
+        texts = self.tokenizer.batch_decode([c.token_ids for c in completions], skip_special_tokens=True)
+        for b, text in zip(rows, texts):
+            r = results[b]
+            merged = merge(r.report, text.strip(), decided[b], need[b])
+            if merged.covered:
+                r.report, r.covered, r.added = merged.report, [o.value for o in merged.covered], list(merged.added)
 
     @staticmethod
     def _evidence(enc: Encoded, b: int) -> Evidence:

@@ -20,6 +20,7 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int | None = None        # sampling seed; None → the process RNG
     drop_repeated_sentences: bool = True   # a sentence the decoder writes again is left out of the report
+    cover_decisions: bool = True   # a decided finding the report leaves out: one more pass writes it (generator.coverage)
 
     def __post_init__(self) -> None:
         if self.num_beams < 1 or self.max_new_tokens < 1:

@@ -50,6 +50,11 @@ for run in "${runs[@]}"; do
     train.threads="$THREADS" ${OVERRIDES[$variant]}
   train_s=$(( $(date +%s) - start )); start=$(date +%s)
   if [ ! -f "$dir/best/eval_test/results.json" ]; then "$R2GENKG" test "$dir/best" --split test --batch-size 32; fi
+  # the decoder alone: the same checkpoint with the coverage pass off (generator/coverage.py)
+  if [ ! -f "$dir/best/eval_test_uncovered/results.json" ]; then
+    "$R2GENKG" test "$dir/best" --split test --batch-size 32 --output "$dir/best/eval_test_uncovered" \
+      --set generation.cover_decisions=false
+  fi
   test_s=$(( $(date +%s) - start ))
   "$PYTHON" scripts/results_table.py --record "$dir" --out "$record" --set "train_wall_s=$train_s" \
     --set "test_wall_s=$test_s" --set "threads=$THREADS" --set "started=\"$started\"" \

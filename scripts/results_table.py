@@ -4,7 +4,8 @@ commits (nothing is typed by hand).
 Two steps:
 - ``--record RUN --out docs/ablation_runs/<variant>/seed<N>.json [--set KEY=VALUE ...]``: one
   finished run's figures, from RUN/best/eval_test/results.json (test metrics, consistency, the
-  classifier's AUROC, repeated sentences, the CE-5 of the model's own decisions), the newest step
+  classifier's AUROC, repeated sentences, the CE-5 of the model's own decisions; and, from
+  RUN/best/eval_test_uncovered, CE-5 and consistency with the coverage pass off), the newest step
   checkpoint's trainer_state.json (epochs and training seconds) and val_log.csv (the selected
   epoch), plus the run's conditions (``--set``: wall seconds, threads, commit). ablations.sh writes
   one after each run, so the table outlives the run folders (generated data, git-ignored).
@@ -28,7 +29,9 @@ VARIANTS = ("full", "global", "no_kg", "no_disease_tokens", "full_no_diagnosis_p
 REFERENCES = (("reference_most_frequent_report", "most_frequent_train_report"),
               ("reference_nearest_by_pixels", "nearest_train_report_by_pixels"))
 FIGURES = ("BLEU_4", "CIDEr", "CE14_micro_F1", "CE14_macro_F1", "CE5_micro_F1", "consistency_F1",
-           "decisions_CE5_micro_F1", "AUROC", "repeated_pct", "train_min")
+           "decisions_CE5_micro_F1", "uncovered_CE5_micro_F1", "uncovered_consistency_F1", "AUROC",
+           "repeated_pct", "train_min")
+UNCOVERED = "eval_test_uncovered"   # the same checkpoint with generation.cover_decisions=false
 COLUMNS = ("variant", "seeds", *(c for f in FIGURES for c in (f, f"{f}_sd")), "epochs", "selected_epochs")
 
 
@@ -46,12 +49,17 @@ def seed_row(run: Path) -> dict[str, Any]:
     with (run / "val_log.csv").open() as f:
         val = list(csv.DictReader(f))
     best = max(val, key=lambda r: float(r["score"]))
+    uncovered = run / "best" / UNCOVERED / "results.json"
+    u = json.loads(uncovered.read_text())["metrics"] if uncovered.is_file() else None
     return {"BLEU_4": m["nlg"]["BLEU_4"], "CIDEr": m["nlg"]["CIDEr"], "CE14_micro_F1": m["ce_14"]["micro"]["f1"],
             "CE14_macro_F1": m["ce_14"]["macro"]["f1"], "CE5_micro_F1": m["ce_5"]["micro"]["f1"],
             "consistency_F1": m.get("consistency_f1"),
             "decisions_CE5_micro_F1": m["decisions_ce_5"]["micro"]["f1"], "AUROC": data["classifier_mean_auroc"],
             "repeated_pct": m.get("repeated_pct"), "train_min": state["seconds"] / 60,
-            "epochs": state["epoch"], "selected_epoch": int(best["epoch"])}
+            "epochs": state["epoch"], "selected_epoch": int(best["epoch"]),
+            **({} if u is None else {"uncovered_BLEU_4": u["nlg"]["BLEU_4"],
+                                     "uncovered_CE5_micro_F1": u["ce_5"]["micro"]["f1"],
+                                     "uncovered_consistency_F1": u.get("consistency_f1")})}
 
 
 def aggregate(variant: str, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -25,6 +25,10 @@ def _run(root: Path, variant: str, seed: int, bleu4: float, minutes: float) -> P
     step.mkdir(parents=True)
     (step / "trainer_state.json").write_text(json.dumps({"epoch": 8, "seconds": minutes * 60, "stopped": "epochs"}))
     (run / "val_log.csv").write_text("step,epoch,score\n130,1,0.1\n260,2,0.3\n")
+    if seed == 1:          # the decoder alone (coverage off), scored beside the default
+        (run / "best" / "eval_test_uncovered").mkdir()
+        uncovered = {**metrics, "ce_5": {"micro": {"f1": 0.4}}, "consistency_f1": 0.7}
+        (run / "best" / "eval_test_uncovered" / "results.json").write_text(json.dumps({"metrics": uncovered}))
     return run
 
 
@@ -67,6 +71,9 @@ def test_a_record_keeps_the_figures_and_conditions_and_the_table_needs_only_reco
     header = next(csv.reader(out.open()))
     assert header[:4] == ["variant", "seeds", "BLEU_4", "BLEU_4_sd"] and "consistency_F1_sd" in header
     assert float(full["decisions_CE5_micro_F1"]) == pytest.approx(0.6)
+    # coverage off: only seed 1 was scored that way, so the mean is its figure
+    assert float(full["uncovered_consistency_F1"]) == pytest.approx(0.7)
+    assert float(full["uncovered_CE5_micro_F1"]) == pytest.approx(0.4) and full["uncovered_CE5_micro_F1_sd"] == ""
 
 
 def test_an_unfinished_run_and_a_bad_condition_are_one_line_errors(tmp_path):

@@ -20,16 +20,17 @@ class WordTokenizer:
         return "".join(" " + self.WORDS[i] for i in ids)
 
 
-def _stream(ids: list[int], drop: bool) -> tuple[list[str], str]:
+def _stream(ids: list[int], drop: bool, cover: bool = False, report: str | None = None) -> tuple[list[str], str]:
     loop = asyncio.new_event_loop()
     try:
-        job = Job(StudyInput("s", []), GenerationSettings(drop_repeated_sentences=drop), loop.create_future(),
+        job = Job(StudyInput("s", []), GenerationSettings(drop_repeated_sentences=drop, cover_decisions=cover), loop.create_future(),
                   asyncio.Queue())
         streamer = _Streamer(job, WordTokenizer(), loop)
         for token in ids:
             streamer.token(token)
         text = WordTokenizer().decode(ids).strip()
-        report = drop_repeated_sentences(text)[0] if drop else text
+        if report is None:
+            report = drop_repeated_sentences(text)[0] if drop else text
         streamer.finish(report)
         loop.run_until_complete(asyncio.sleep(0))   # run the call_soon_threadsafe puts
         pieces = []
@@ -54,3 +55,12 @@ def test_with_repeats_dropped_only_whole_sentences_are_sent_before_the_end():
     pieces, _ = _stream(REPEATING, True)
     assert pieces[0] == "the lungs are clear ."
     assert all(p.rstrip().endswith(".") for p in pieces)
+
+
+def test_with_coverage_nothing_from_the_first_denial_on_is_sent_before_the_end():
+    """The coverage pass may replace a sentence that denies a finding: the stream holds it back."""
+    ids = [0, 5, 6, 4, 0, 1, 2, 3, 4]                 # the no effusion . the lungs are clear .
+    covered = "the small effusion . the lungs are clear ."   # as if the pass replaced the denial
+    pieces, report = _stream(ids, drop=True, cover=True, report=covered)
+    assert "".join(pieces) == report == covered
+    assert len(pieces) == 1

@@ -1,0 +1,90 @@
+"""Decision coverage: a report states every finding its model decided positive.
+
+The diagnosis prompt tells the decoder which findings were decided, but a small decoder that has
+memorised whole train reports sometimes writes one that leaves a decided finding out, or even
+denies it ("no pleural effusion" for a study decided to have one). Coverage, after the greedy
+report (``GenerationSettings.cover_decisions``, on by default):
+
+1. the labeler reads the report; ``missing`` = the findings decided positive that it does not
+   state as positive;
+2. the decoder writes again for those studies, from the same image and knowledge tokens, with a
+   prompt that lists only the missing findings (one more greedy pass, batched);
+3. from that second report, a sentence is taken if it states a missing finding and states
+   nothing (positive or uncertain) that was not decided and denies nothing that was;
+4. it replaces the first sentence of the report that denied that finding, or is added at the end.
+
+Every word is the decoder's own; nothing is templated. What a pass added is reported
+(``GenerationResult.covered``), so a reader can tell which sentences came from coverage. A
+finding for which the second pass writes no usable sentence stays missing.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cxr.labeler import ReportLabeler, split_sentences
+from cxr.observations import FINDINGS, NEGATIVE, POSITIVE, UNCERTAIN, Observation
+
+_LABELER = ReportLabeler()
+
+
+def stated(text: str) -> dict[Observation, float]:
+    """The labeler's reading of ``text`` over the 13 findings: observation → 1 / -1 / 0 (blank left out)."""
+    values = _LABELER.label(text).values
+    return {o: v for o in FINDINGS if (v := values[o]) is not None}
+
+
+def missing_findings(report: str, decided: Iterable[Observation]) -> list[Observation]:
+    """The decided-positive findings ``report`` does not state as positive, in FINDINGS order."""
+    read = stated(report)
+    wanted = set(decided)
+    return [o for o in FINDINGS if o in wanted and read.get(o) != POSITIVE]
+
+
+@dataclass(frozen=True)
+class Covered:
+    report: str
+    added: tuple[str, ...]               # the sentences taken from the coverage pass, in report order
+    covered: tuple[Observation, ...]     # the missing findings those sentences state
+
+
+def merge(report: str, candidate: str, decided: Iterable[Observation], missing: Sequence[Observation]) -> Covered:
+    """``report`` with the sentences of ``candidate`` that state a ``missing`` finding (rules above)."""
+    decided_set, todo = set(decided), list(missing)
+    taken: list[tuple[str, tuple[Observation, ...]]] = []
+    for sentence in split_sentences(candidate):
+        read = stated(sentence.text)
+        states = [o for o, v in read.items() if v in (POSITIVE, UNCERTAIN)]
+        new = tuple(o for o in todo if read.get(o) == POSITIVE)
+        if not new or any(o not in decided_set for o in states) or \
+                any(v == NEGATIVE and o in decided_set for o, v in read.items()):
+            continue
+        taken.append((sentence.text, new))
+        todo = [o for o in todo if o not in new]
+        if not todo:
+            break
+    if not taken:
+        return Covered(report, (), ())
+    sentences = [s.text for s in split_sentences(report)]
+    out: list[str] = []
+    pending = list(taken)
+    for text in sentences:
+        denied = {o for o, v in stated(text).items() if v == NEGATIVE}
+        hit = next((t for t in pending if denied & set(t[1])), None)
+        if hit is not None:                  # the sentence that denied a decided finding gives way
+            out.append(hit[0])
+            pending.remove(hit)
+        elif not any(v == NEGATIVE and o in {c for t in taken for c in t[1]} for o, v in stated(text).items()):
+            out.append(text)
+    out += [t[0] for t in pending]
+    covered = tuple(o for o in FINDINGS if any(o in t[1] for t in taken))
+    return Covered(" ".join(out), tuple(t[0] for t in taken), covered)
+
+
+def before_denial(text: str) -> str:
+    """``text`` up to its first sentence that denies a finding: what a stream may send before the
+    coverage pass has run (only such a sentence can be replaced; added ones go at the end)."""
+    for sentence in split_sentences(text):
+        if NEGATIVE in stated(sentence.text).values():
+            return text[:sentence.start]
+    return text
