@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on a split: generate → predictions.jsonl → NLG + CE (14 and 5) + AUROC.
 
 predictions.jsonl rows: {"id", "report", "observations": {observation: p}, "states": {observation: state},
-"positive": [observation, …], "evidence": {...}}
+"positive": [observation, …], "evidence": {...}, "coverage": {"covered": [...], "added": [...]}}
 results.json: ``training.evaluate``'s metrics (AUROC included) plus how they were made.
 """
 from __future__ import annotations
@@ -75,7 +75,8 @@ def evaluate_checkpoint(checkpoint: str | Path, store: StoreConfig, split: str =
     with preds_path.open("w", encoding="utf-8") as f:
         for r in results:
             f.write(json.dumps({"id": r.study_id, "report": r.report, "observations": r.probabilities,
-                                "states": r.states, "positive": r.positive, "evidence": asdict(r.evidence)}) + "\n")
+                                "states": r.states, "positive": r.positive, "evidence": asdict(r.evidence),
+                                "coverage": {"covered": r.covered, "added": r.added}}) + "\n")
     result = evaluate_records(preds_path, dataset.records, config.data.clean_style,
                               source=f"{config.data.annotation_path} ({split})", meteor=meteor, progress=progress)
     if result is None:

@@ -118,6 +118,7 @@ def test_evaluate_checkpoint_writes_metrics_auroc_and_evidence(shared):
     assert payload["metrics"]["nlg"]["BLEU_4"] == pytest.approx(again.nlg.bleu_4)
     ev = rows[0]["evidence"]
     assert ev["seeds"] and ev["node_ids"] and isinstance(ev["retrieved"], dict)
+    assert all(set(r["coverage"]) == {"covered", "added"} for r in rows)
     saved = torch.load(result.best / "model.pt", weights_only=True)
     assert set(saved) and all(torch.isfinite(v.float()).all() for v in saved.values())
 
