@@ -32,6 +32,8 @@ from generator.settings import GenerationSettings
 
 # on_token(row, token_id): called while decoding, from the thread that generates
 TokenCallback = Callable[[int, int], None]
+# on_decided(row, findings): a row's findings decided positive, known before its first token
+DecidedCallback = Callable[[int, list[str]], None]
 
 
 class BackendKind(str, Enum):

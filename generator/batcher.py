@@ -65,13 +65,15 @@ class _Streamer:
 
     With ``drop_repeated_sentences`` (the default) it sends whole sentences only, each once, as
     the report will have them. With ``cover_decisions`` (the default) it holds back everything from
-    the first sentence that denies a finding: the coverage pass may replace that sentence, and what
-    was sent cannot be taken back (the rest follows when the report is done)."""
+    the first sentence that denies a finding decided positive (any finding, until told the
+    decisions): the coverage pass may replace that sentence, and what was sent cannot be taken
+    back (the rest follows when the report is done)."""
 
     def __init__(self, job: Job, tokenizer, loop: asyncio.AbstractEventLoop) -> None:
         self.job, self.tokenizer, self.loop = job, tokenizer, loop
         self.ids: list[int] = []
         self.sent = ""
+        self.decided: list[str] | None = None    # the findings decided positive (None: not told yet)
 
     def token(self, token: int) -> None:
         self.ids.append(token)
@@ -81,7 +83,7 @@ class _Streamer:
         if self.job.settings.drop_repeated_sentences:
             text = drop_repeated_sentences(text)[0]
         if self.job.settings.cover_decisions:
-            text = before_denial(text)
+            text = before_denial(text, self.decided)
         text = text.rstrip()
         # hold back an incomplete UTF-8 sequence and trailing blanks: the report is stripped
         if text.endswith("\ufffd") or not text.startswith(self.sent) or len(text) == len(self.sent):
@@ -175,8 +177,10 @@ class DynamicBatcher:
             m.queue_wait.observe(now - job.queued_at)
         streamers = {i: _Streamer(j, self.engine.model.tokenizer, loop) for i, j in enumerate(jobs) if j.deltas}
         tap = (lambda i, t: streamers[i].token(t) if i in streamers else None) if streamers else None
+        decided = (lambda i, names: setattr(streamers[i], "decided", names) if i in streamers else None) \
+            if streamers else None
         try:
-            results = self.engine.generate([j.study for j in jobs], jobs[0].settings, tap)
+            results = self.engine.generate([j.study for j in jobs], jobs[0].settings, tap, decided)
         except Exception as exc:  # reported to every request of the group; the server lives on
             log.exception("generation failed for a batch of %d", len(jobs))
             m.failures.inc(len(jobs))

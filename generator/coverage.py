@@ -22,8 +22,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import torch
+
 from cxr.labeler import ReportLabeler, split_sentences
-from cxr.observations import FINDINGS, NEGATIVE, POSITIVE, UNCERTAIN, Observation
+from cxr.observations import (
+    FINDINGS,
+    NEGATIVE,
+    OBSERVATIONS,
+    POSITIVE,
+    STATES,
+    UNCERTAIN,
+    Observation,
+    State,
+)
 
 _LABELER = ReportLabeler()
 
@@ -32,6 +43,12 @@ def stated(text: str) -> dict[Observation, float]:
     """The labeler's reading of ``text`` over the 13 findings: observation → 1 / -1 / 0 (blank left out)."""
     values = _LABELER.label(text).values
     return {o: v for o in FINDINGS if (v := values[o]) is not None}
+
+
+def decided_findings(states: torch.Tensor) -> list[list[Observation]]:
+    """State codes (B, 14) → each row's findings decided positive, in FINDINGS order."""
+    positive = STATES.index(State.POSITIVE)
+    return [[o for o, s in zip(OBSERVATIONS, row) if s == positive and o in FINDINGS] for row in states.tolist()]
 
 
 def missing_findings(report: str, decided: Iterable[Observation]) -> list[Observation]:
@@ -81,10 +98,12 @@ def merge(report: str, candidate: str, decided: Iterable[Observation], missing: 
     return Covered(" ".join(out), tuple(t[0] for t in taken), covered)
 
 
-def before_denial(text: str) -> str:
-    """``text`` up to its first sentence that denies a finding: what a stream may send before the
-    coverage pass has run (only such a sentence can be replaced; added ones go at the end)."""
+def before_denial(text: str, decided: Iterable[str] | None = None) -> str:
+    """``text`` up to its first sentence that denies a decided finding (names; None: any finding):
+    what a stream may send before the coverage pass has run, which replaces only such a sentence
+    and adds the others at the end."""
+    names = None if decided is None else set(decided)
     for sentence in split_sentences(text):
-        if NEGATIVE in stated(sentence.text).values():
+        if any(v == NEGATIVE and (names is None or o.value in names) for o, v in stated(sentence.text).items()):
             return text[:sentence.start]
     return text

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ import torch
 from cxr.images import normalise, stack_views
 from generator.backends import BackendKind, HFBackend, LLMBackend, RemoteVLLMBackend, VLLMBackend
 from generator.checkpoint import ModelBundle, checkpoint_id, load_bundle
+from generator.coverage import decided_findings
 from generator.model import GenerationResult, R2GenKG
 from generator.settings import GenerationSettings
 from graphdb.store import StoreConfig
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 SERVED_NAME = "r2genkg-llm"    # what `vllm serve --served-model-name` is given in our docs and compose file
 # on_token(study_index, token_id): the index is into the studies passed to Engine.generate
 StudyTokenCallback = Callable[[int, int], None]
+# on_decided(study_index, findings): the study's findings decided positive, before its first token
+StudyDecidedCallback = Callable[[int, list[str]], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -101,36 +105,42 @@ class Engine:
     # ---- the one entry point ----
     @torch.no_grad()
     def generate(self, studies: Sequence[StudyInput], settings: GenerationSettings | None = None,
-                 on_token: StudyTokenCallback | None = None) -> list[GenerationResult]:
+                 on_token: StudyTokenCallback | None = None,
+                 on_decided: StudyDecidedCallback | None = None) -> list[GenerationResult]:
         prepared = [self.prepare(s.views) for s in studies]
         return self.generate_tensors([s.study_id for s in studies], [p[0] for p in prepared],
-                                     [p[1] for p in prepared], settings, on_token)
+                                     [p[1] for p in prepared], settings, on_token, on_decided)
 
     @torch.no_grad()
     def generate_tensors(self, study_ids: Sequence[str], images: Sequence[torch.Tensor],
                          view_masks: Sequence[torch.Tensor], settings: GenerationSettings | None = None,
-                         on_token: StudyTokenCallback | None = None) -> list[GenerationResult]:
+                         on_token: StudyTokenCallback | None = None,
+                         on_decided: StudyDecidedCallback | None = None) -> list[GenerationResult]:
         """Already-normalised studies ((V, 1, S, S), (V,)) in adapter micro-batches."""
         settings = settings or self.default_settings
         out: list[GenerationResult] = []
         if self.backend.max_batch is None:     # vLLM: every prompt in flight at once
-            return self._generate_all(list(study_ids), images, view_masks, settings, on_token)
+            return self._generate_all(list(study_ids), images, view_masks, settings, on_token, on_decided)
         for start in range(0, len(study_ids), self.micro_batch):
             end = start + self.micro_batch
-            tap = None if on_token is None else _offset(on_token, start)
             out += self.model.generate(torch.stack(list(images[start:end])).to(self.device),
                                        torch.stack(list(view_masks[start:end])).to(self.device),
-                                       list(study_ids[start:end]), settings, self.backend, tap)
+                                       list(study_ids[start:end]), settings, self.backend,
+                                       _offset(on_token, start), _offset(on_decided, start))
         return out
 
     def _generate_all(self, study_ids: list[str], images: Sequence[torch.Tensor], view_masks: Sequence[torch.Tensor],
-                      settings: GenerationSettings, on_token: StudyTokenCallback | None) -> list[GenerationResult]:
+                      settings: GenerationSettings, on_token: StudyTokenCallback | None,
+                      on_decided: StudyDecidedCallback | None) -> list[GenerationResult]:
         chunks = []
         for start in range(0, len(study_ids), self.micro_batch):
             end = start + self.micro_batch
             chunks.append(self.model.prompt_embeds(torch.stack(list(images[start:end])).to(self.device),
                                                    torch.stack(list(view_masks[start:end])).to(self.device),
                                                    study_ids[start:end]))
+            if on_decided is not None:
+                for row, names in enumerate(decided_findings(chunks[-1][2].states)):
+                    on_decided(start + row, [o.value for o in names])
         if not chunks:
             return []
         embeds = torch.cat([c[0] for c in chunks])
@@ -158,8 +168,11 @@ class Engine:
         self.close()
 
 
-def _offset(on_token: StudyTokenCallback, start: int) -> Callable[[int, int], None]:
-    return lambda row, token: on_token(start + row, token)
+def _offset(callback: Callable[[int, T], None] | None, start: int) -> Callable[[int, T], None] | None:
+    """A per-micro-batch callback: its rows are the engine's rows from ``start``."""
+    if callback is None:
+        return None
+    return lambda row, value: callback(start + row, value)
 
 
 def _make_backend(config: EngineConfig, bundle: ModelBundle, checkpoint: Path) -> LLMBackend | None:

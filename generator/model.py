@@ -20,14 +20,14 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from cxr.clean import drop_repeated_sentences
-from cxr.observations import FINDINGS, OBSERVATIONS, STATES, State, label_states, positive_mask
+from cxr.observations import OBSERVATIONS, STATES, State, label_states, positive_mask
 from encoders.fusion import BankAttention, BiCrossAttention
 from encoders.graph import GraphOutput, MultiScaleFusion
 from encoders.qformer import DiseaseOutput, DiseaseQFormer
 from encoders.vision import SwinEncoder
-from generator.backends import Completion, HFBackend, LLMBackend, TokenCallback
+from generator.backends import Completion, DecidedCallback, HFBackend, LLMBackend, TokenCallback
 from generator.config import KG2VQueries, KGMode, ModelConfig
-from generator.coverage import merge, missing_findings
+from generator.coverage import decided_findings, merge, missing_findings
 from generator.decisions import Thresholds, state_names
 from generator.llm import build_llm, embed_tokens
 from generator.prompt import prompt_ids, report_ids, splice_for_generation, splice_for_training
@@ -232,10 +232,16 @@ class R2GenKG(nn.Module):
     @torch.no_grad()
     def generate(self, images: Tensor, view_mask: Tensor, study_ids: list[str],
                  settings: GenerationSettings | None = None, backend: LLMBackend | None = None,
-                 on_token: TokenCallback | None = None) -> list[GenerationResult]:
-        """Reports for a batch: ``prompt_embeds`` → ``backend`` (default: HF on ``self.llm``) → text."""
+                 on_token: TokenCallback | None = None,
+                 on_decided: DecidedCallback | None = None) -> list[GenerationResult]:
+        """Reports for a batch: ``prompt_embeds`` → ``backend`` (default: HF on ``self.llm``) → text.
+        ``on_decided`` hears each row's decided findings before decoding starts (a stream needs
+        them to know which sentences the coverage pass may replace)."""
         settings = settings or GenerationSettings()
         embeds, mask, enc = self.prompt_embeds(images, view_mask, study_ids)
+        if on_decided is not None:
+            for b, names in enumerate(decided_findings(enc.states)):
+                on_decided(b, [o.value for o in names])
         was_training = self.llm.training
         self.llm.eval()
         try:
@@ -273,8 +279,7 @@ class R2GenKG(nn.Module):
         if self.prompt.diagnosis is None:
             return
         positive = STATES.index(State.POSITIVE)
-        decided = [[o for o, s in zip(OBSERVATIONS, row) if s == positive and o in FINDINGS]
-                   for row in enc.states.tolist()]
+        decided = decided_findings(enc.states)
         need = {b: m for b, r in enumerate(results) if (m := missing_findings(r.report, decided[b]))}
         if not need:
             return

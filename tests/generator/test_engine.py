@@ -71,6 +71,23 @@ def test_streamed_tokens_rebuild_each_report(engine):
         assert engine.model.tokenizer.decode(seen[i], skip_special_tokens=True).strip() == r.report
 
 
+def test_each_studys_decisions_are_announced_before_its_first_token(engine):
+    batch = studies(5, seed=1)
+    events: list[tuple[str, int]] = []
+    decided: dict[int, list[str]] = {}
+
+    def on_decided(i: int, names: list[str]) -> None:
+        decided[i] = names
+        events.append(("decided", i))
+
+    results = engine.generate(batch, GREEDY, on_token=lambda i, t: events.append(("token", i)),
+                              on_decided=on_decided)
+    for i, r in enumerate(results):
+        assert decided[i] == [n for n in r.positive if n != "No Finding"]
+        first_token = next((k for k, e in enumerate(events) if e == ("token", i)), len(events))
+        assert events.index(("decided", i)) < first_token
+
+
 def test_seeded_sampling_repeats_and_differs_from_greedy(engine):
     batch = studies(4, seed=2)
     hot = GenerationSettings(max_new_tokens=24, temperature=1.5, seed=7)

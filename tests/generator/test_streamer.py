@@ -20,12 +20,14 @@ class WordTokenizer:
         return "".join(" " + self.WORDS[i] for i in ids)
 
 
-def _stream(ids: list[int], drop: bool, cover: bool = False, report: str | None = None) -> tuple[list[str], str]:
+def _stream(ids: list[int], drop: bool, cover: bool = False, report: str | None = None,
+            decided: list[str] | None = None) -> tuple[list[str], str]:
     loop = asyncio.new_event_loop()
     try:
         job = Job(StudyInput("s", []), GenerationSettings(drop_repeated_sentences=drop, cover_decisions=cover), loop.create_future(),
                   asyncio.Queue())
         streamer = _Streamer(job, WordTokenizer(), loop)
+        streamer.decided = decided
         for token in ids:
             streamer.token(token)
         text = WordTokenizer().decode(ids).strip()
@@ -63,4 +65,13 @@ def test_with_coverage_nothing_from_the_first_denial_on_is_sent_before_the_end()
     covered = "the small effusion . the lungs are clear ."   # as if the pass replaced the denial
     pieces, report = _stream(ids, drop=True, cover=True, report=covered)
     assert "".join(pieces) == report == covered
+    assert len(pieces) == 1
+
+
+def test_with_coverage_and_nothing_decided_a_normal_report_streams_sentence_by_sentence():
+    ids = [0, 5, 6, 4, 0, 1, 2, 3, 4]                 # the no effusion . the lungs are clear .
+    pieces, report = _stream(ids, drop=True, cover=True, decided=[])
+    assert "".join(pieces) == report and pieces[0] == "the no effusion ."
+    # decided effusion: its denial (and all after it) waits for the coverage pass
+    pieces, _ = _stream(ids, drop=True, cover=True, decided=["Pleural Effusion"])
     assert len(pieces) == 1
