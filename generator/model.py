@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from cxr.clean import drop_repeated_sentences
-from cxr.observations import OBSERVATIONS, STATES, State, label_states, positive_mask
+from cxr.observations import OBSERVATIONS, STATES, Observation, State, label_states, positive_mask
 from encoders.fusion import BankAttention, BiCrossAttention
 from encoders.graph import GraphOutput, MultiScaleFusion
 from encoders.qformer import DiseaseOutput, DiseaseQFormer
@@ -274,21 +274,39 @@ class R2GenKG(nn.Module):
     def cover(self, results: list[GenerationResult], enc: Encoded, settings: GenerationSettings,
               backend: LLMBackend) -> None:
         """In place: each report that leaves out a finding decided positive gets the decoder's own
-        sentences for it from one more pass whose prompt lists only the missing findings
-        (generator.coverage). Needs the diagnosis prompt; without it, nothing changes."""
+        sentences for it (generator.coverage): pass 1 prompts with all of a study's missing
+        findings, pass 2 (``settings.cover_passes`` ≥ 2) with each one still missing alone. Needs
+        the diagnosis prompt; without it, nothing changes."""
         if self.prompt.diagnosis is None:
             return
-        positive = STATES.index(State.POSITIVE)
         decided = decided_findings(enc.states)
-        need = {b: m for b, r in enumerate(results) if (m := missing_findings(r.report, decided[b]))}
-        if not need:
-            return
-        rows = sorted(need)
-        states = torch.full((len(rows), len(OBSERVATIONS)), STATES.index(State.NEGATIVE), dtype=torch.long)
-        for i, b in enumerate(rows):
-            for o in need[b]:
+        for n in range(settings.cover_passes):
+            need = {b: m for b, r in enumerate(results) if (m := missing_findings(r.report, decided[b]))}
+            # pass 1: one row per study, all its missing findings; later passes: one per finding
+            asks = [(b, tuple(m)) for b, m in need.items()] if n == 0 else \
+                [(b, (o,)) for b, m in need.items() for o in m]
+            if not asks:
+                return
+            texts = self._cover_pass(enc, asks, settings, backend)
+            for (b, findings), text in zip(asks, texts):
+                r = results[b]
+                merged = merge(r.report, text, decided[b], [o for o in findings if o in
+                                                            missing_findings(r.report, decided[b])])
+                if merged.covered:
+                    r.report = merged.report
+                    r.covered += [o.value for o in merged.covered]
+                    r.added += list(merged.added)
+
+    def _cover_pass(self, enc: Encoded, asks: list[tuple[int, tuple[Observation, ...]]],
+                    settings: GenerationSettings, backend: LLMBackend) -> list[str]:
+        """One decoding pass: row (study b, findings) has study b's prefix and a prompt listing only
+        those findings as positive."""
+        positive = STATES.index(State.POSITIVE)
+        states = torch.full((len(asks), len(OBSERVATIONS)), STATES.index(State.NEGATIVE), dtype=torch.long)
+        for i, (_, findings) in enumerate(asks):
+            for o in findings:
                 states[i, OBSERVATIONS.index(o)] = positive
-        prefix = enc.prefix[torch.tensor(rows, device=enc.prefix.device)]
+        prefix = enc.prefix[torch.tensor([b for b, _ in asks], device=enc.prefix.device)]
         was_training = self.llm.training
         self.llm.eval()
         try:
@@ -296,12 +314,8 @@ class R2GenKG(nn.Module):
             completions = backend.generate(embeds, mask, settings, None)
         finally:
             self.llm.train(was_training)
-        texts = self.tokenizer.batch_decode([c.token_ids for c in completions], skip_special_tokens=True)
-        for b, text in zip(rows, texts):
-            r = results[b]
-            merged = merge(r.report, text.strip(), decided[b], need[b])
-            if merged.covered:
-                r.report, r.covered, r.added = merged.report, [o.value for o in merged.covered], list(merged.added)
+        return [t.strip() for t in self.tokenizer.batch_decode([c.token_ids for c in completions],
+                                                                skip_special_tokens=True)]
 
     @staticmethod
     def _evidence(enc: Encoded, b: int) -> Evidence:

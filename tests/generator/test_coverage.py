@@ -83,7 +83,7 @@ def test_the_model_runs_the_pass_with_a_prompt_of_the_missing_findings(shared_di
     decide[OBSERVATIONS.index(CARDIO)] = 1e-6                 # Cardiomegaly decided for both studies
     try:
         model.thresholds = Thresholds(positive=tuple(decide))
-        settings = GenerationSettings(max_new_tokens=3)
+        settings = GenerationSettings(max_new_tokens=3, cover_passes=1)
         backend = Scripted(model, "the heart is enlarged .")
         results = model.generate(images, mask, ids, settings, backend)
         plain = model.generate(images, mask, ids, GenerationSettings(max_new_tokens=3, cover_decisions=False))
@@ -100,3 +100,41 @@ def test_the_model_runs_the_pass_with_a_prompt_of_the_missing_findings(shared_di
         assert r.covered == ["Cardiomegaly"] and r.added == ["the heart is enlarged ."]
         assert r.report.endswith("the heart is enlarged .") and r.report.startswith(p.report)
         assert p.covered == [] and missing_findings(r.report, [CARDIO]) == []
+
+
+class Stubborn(Scripted):
+    """Pass 1 (several findings in one prompt) writes nothing usable; pass 2 rows (one finding
+    each) write a sentence for their own finding."""
+
+    SENTENCES = {CARDIO: "the heart is enlarged .", EFFUSION: "small left pleural effusion ."}
+
+    def generate(self, embeds, mask, settings, on_token=None):
+        self.calls.append(embeds)
+        if len(self.calls) == 1:
+            return self.hf.generate(embeds, mask, settings, on_token)
+        if len(self.calls) == 2:
+            return [Completion(self._ids("the lungs are clear ."), "stop") for _ in range(embeds.shape[0])]
+        return [Completion(self._ids(self.SENTENCES[o]), "stop") for o in self.rows]
+
+    def _ids(self, text):
+        return self.model.tokenizer(" " + text, add_special_tokens=False).input_ids
+
+
+def test_a_second_pass_asks_for_each_finding_still_missing_alone(shared_diagnosis_model):
+    model = shared_diagnosis_model.eval()
+    images, mask, ids, _, _ = study_batch(1)
+    decide = [NEVER] * len(OBSERVATIONS)
+    decide[OBSERVATIONS.index(CARDIO)] = decide[OBSERVATIONS.index(EFFUSION)] = 1e-6
+    backend = Stubborn(model, "")
+    backend.rows = [CARDIO, EFFUSION]           # pass 2: one row per missing finding, FINDINGS order
+    try:
+        model.thresholds = Thresholds(positive=tuple(decide))
+        one = model.generate(images, mask, ids, GenerationSettings(max_new_tokens=3, cover_passes=1), backend)
+        backend.calls.clear()
+        two = model.generate(images, mask, ids, GenerationSettings(max_new_tokens=3, cover_passes=2), backend)
+    finally:
+        model.thresholds = Thresholds()
+    assert one[0].covered == []
+    assert len(backend.calls) == 3 and backend.calls[2].shape[0] == 2
+    assert two[0].covered == ["Cardiomegaly", "Pleural Effusion"]
+    assert missing_findings(two[0].report, [CARDIO, EFFUSION]) == []
