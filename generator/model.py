@@ -12,7 +12,7 @@ probabilities and the per-observation thresholds (``self.thresholds``, generator
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -280,14 +280,18 @@ class R2GenKG(nn.Module):
         if self.prompt.diagnosis is None:
             return
         decided = decided_findings(enc.states)
-        for n in range(settings.cover_passes):
+        greedy_passes = settings.cover_passes
+        for n in range(greedy_passes + settings.cover_samples):
             need = {b: m for b, r in enumerate(results) if (m := missing_findings(r.report, decided[b]))}
             # pass 1: one row per study, all its missing findings; later passes: one per finding
             asks = [(b, tuple(m)) for b, m in need.items()] if n == 0 else \
                 [(b, (o,)) for b, m in need.items() for o in m]
             if not asks:
                 return
-            texts = self._cover_pass(enc, asks, settings, backend)
+            # after the greedy passes: seeded samples, one per pass, for what is still missing
+            pass_settings = settings if n < greedy_passes else \
+                replace(settings, temperature=1.0, top_p=1.0, num_beams=1, seed=n - greedy_passes)
+            texts = self._cover_pass(enc, asks, pass_settings, backend)
             for (b, findings), text in zip(asks, texts):
                 r = results[b]
                 merged = merge(r.report, text, decided[b], [o for o in findings if o in

@@ -21,6 +21,7 @@ class GenerationSettings:
     seed: int | None = None        # sampling seed; None → the process RNG
     drop_repeated_sentences: bool = True   # a sentence the decoder writes again is left out of the report
     cover_decisions: bool = True   # a decided finding the report leaves out: one more pass writes it (generator.coverage)
+    cover_samples: int = 16        # then up to this many seeded samples for each finding still missing
     cover_passes: int = 2          # pass 1: all missing findings; 2: each one still missing, prompted alone
 
     def __post_init__(self) -> None:
@@ -36,6 +37,8 @@ class GenerationSettings:
             raise ValueError(f"GenerationSettings.temperature must be ≥ 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"GenerationSettings.top_p must be in (0, 1], got {self.top_p}")
+        if self.cover_samples < 0:
+            raise ValueError(f"GenerationSettings.cover_samples must be ≥ 0, got {self.cover_samples}")
         if self.cover_passes < 1:
             raise ValueError(f"GenerationSettings.cover_passes must be ≥ 1, got {self.cover_passes}")
         if self.no_repeat_ngram_size < 0:

@@ -20,7 +20,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -457,7 +457,10 @@ class Trainer:
     def _validate(self, model: R2GenKG, val_ds: StudyDataset, state: TrainState) -> dict[str, float]:
         cfg = self.config
         self._fit_thresholds(model, val_ds)
-        results = list(predict(model, val_ds, cfg.generation, cfg.train.batch_size, self.accelerator.device,
+        # the greedy coverage passes only: the sampled ones would add minutes to every validation
+        # (docs/model.md)
+        settings = replace(cfg.generation, cover_samples=0)
+        results = list(predict(model, val_ds, settings, cfg.train.batch_size, self.accelerator.device,
                                progress=self.progress, desc="validate"))
         refs = {r.study_id: r.report for r in val_ds.records}
         labels = dict(zip((r.study_id for r in val_ds.records), val_ds.labels.numpy()))
