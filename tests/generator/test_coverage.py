@@ -129,12 +129,47 @@ def test_a_second_pass_asks_for_each_finding_still_missing_alone(shared_diagnosi
     backend.rows = [CARDIO, EFFUSION]           # pass 2: one row per missing finding, FINDINGS order
     try:
         model.thresholds = Thresholds(positive=tuple(decide))
-        one = model.generate(images, mask, ids, GenerationSettings(max_new_tokens=3, cover_passes=1), backend)
+        one = model.generate(images, mask, ids, GenerationSettings(max_new_tokens=3, cover_passes=1, cover_samples=0), backend)
         backend.calls.clear()
-        two = model.generate(images, mask, ids, GenerationSettings(max_new_tokens=3, cover_passes=2), backend)
+        two = model.generate(images, mask, ids, GenerationSettings(max_new_tokens=3, cover_passes=2, cover_samples=0), backend)
     finally:
         model.thresholds = Thresholds()
     assert one[0].covered == []
     assert len(backend.calls) == 3 and backend.calls[2].shape[0] == 2
     assert two[0].covered == ["Cardiomegaly", "Pleural Effusion"]
     assert missing_findings(two[0].report, [CARDIO, EFFUSION]) == []
+
+
+class Sampler:
+    """The report from HF; the greedy coverage passes write nothing usable; sample ``hit`` (seeded
+    by its number) writes the sentence. Records each call's settings."""
+
+    kind, max_batch = BackendKind.HF, None
+
+    def __init__(self, model, hit: int) -> None:
+        self.hf, self.model, self.hit, self.settings = HFBackend(model.llm, model.tokenizer), model, hit, []
+
+    def generate(self, embeds, mask, settings, on_token=None):
+        self.settings.append(settings)
+        if len(self.settings) == 1:
+            return self.hf.generate(embeds, mask, settings, on_token)
+        text = "the heart is enlarged ." if settings.sampling and settings.seed == self.hit else "the lungs are clear ."
+        ids = self.model.tokenizer(" " + text, add_special_tokens=False).input_ids
+        return [Completion(ids, "stop") for _ in range(embeds.shape[0])]
+
+
+def test_seeded_samples_follow_the_greedy_passes_until_the_finding_is_written(shared_diagnosis_model):
+    model = shared_diagnosis_model.eval()
+    images, mask, ids, _, _ = study_batch(1)
+    decide = [NEVER] * len(OBSERVATIONS)
+    decide[OBSERVATIONS.index(CARDIO)] = 1e-6
+    backend = Sampler(model, hit=1)
+    try:
+        model.thresholds = Thresholds(positive=tuple(decide))
+        result = model.generate(images, mask, ids, GenerationSettings(max_new_tokens=3, cover_samples=4), backend)
+    finally:
+        model.thresholds = Thresholds()
+    passes = backend.settings[1:]
+    assert [s.sampling for s in passes] == [False, False, True, True]      # 2 greedy, then samples 0 and 1
+    assert [s.seed for s in passes[2:]] == [0, 1]
+    assert result[0].covered == ["Cardiomegaly"] and result[0].report.endswith("the heart is enlarged .")
