@@ -2,6 +2,8 @@
 from sentences that state it and nothing undecided; the sentence that denied it gives way."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from cxr.observations import OBSERVATIONS, STATES, Observation, State
@@ -60,20 +62,25 @@ def test_before_denial_holds_back_from_the_first_denying_sentence():
 
 
 class Scripted:
-    """The real HF backend for the report; the coverage pass returns ``text``'s tokens and records
-    what it was given."""
+    """The real HF backend for the report (the first call); every later call (a coverage pass)
+    answers ``later(embeds, settings)``'s texts, one per row. Records what each call was given."""
 
     kind, max_batch = BackendKind.HF, None
 
-    def __init__(self, model, text: str) -> None:
-        self.hf, self.model, self.text, self.calls = HFBackend(model.llm, model.tokenizer), model, text, []
+    def __init__(self, model, text: str = "") -> None:
+        self.hf, self.model, self.text = HFBackend(model.llm, model.tokenizer), model, text
+        self.calls, self.settings = [], []
 
     def generate(self, embeds, mask, settings, on_token=None):
         self.calls.append(embeds)
+        self.settings.append(settings)
         if len(self.calls) == 1:
             return self.hf.generate(embeds, mask, settings, on_token)
-        ids = self.model.tokenizer(" " + self.text, add_special_tokens=False).input_ids
-        return [Completion(ids, "stop") for _ in range(embeds.shape[0])]
+        return [Completion(self.model.tokenizer(" " + t, add_special_tokens=False).input_ids, "stop")
+                for t in self.later(embeds, settings)]
+
+    def later(self, embeds, settings) -> list[str]:
+        return [self.text] * embeds.shape[0]
 
 
 def test_the_model_runs_the_pass_with_a_prompt_of_the_missing_findings(shared_diagnosis_model):
@@ -106,18 +113,12 @@ class Stubborn(Scripted):
     """Pass 1 (several findings in one prompt) writes nothing usable; pass 2 rows (one finding
     each) write a sentence for their own finding."""
 
-    SENTENCES = {CARDIO: "the heart is enlarged .", EFFUSION: "small left pleural effusion ."}
+    SENTENCES: ClassVar[dict] = {CARDIO: "the heart is enlarged .", EFFUSION: "small left pleural effusion ."}
 
-    def generate(self, embeds, mask, settings, on_token=None):
-        self.calls.append(embeds)
-        if len(self.calls) == 1:
-            return self.hf.generate(embeds, mask, settings, on_token)
+    def later(self, embeds, settings):
         if len(self.calls) == 2:
-            return [Completion(self._ids("the lungs are clear ."), "stop") for _ in range(embeds.shape[0])]
-        return [Completion(self._ids(self.SENTENCES[o]), "stop") for o in self.rows]
-
-    def _ids(self, text):
-        return self.model.tokenizer(" " + text, add_special_tokens=False).input_ids
+            return ["the lungs are clear ."] * embeds.shape[0]
+        return [self.SENTENCES[o] for o in self.rows]
 
 
 def test_a_second_pass_asks_for_each_finding_still_missing_alone(shared_diagnosis_model):
@@ -140,22 +141,16 @@ def test_a_second_pass_asks_for_each_finding_still_missing_alone(shared_diagnosi
     assert missing_findings(two[0].report, [CARDIO, EFFUSION]) == []
 
 
-class Sampler:
-    """The report from HF; the greedy coverage passes write nothing usable; sample ``hit`` (seeded
-    by its number) writes the sentence. Records each call's settings."""
-
-    kind, max_batch = BackendKind.HF, None
+class Sampler(Scripted):
+    """The greedy coverage passes write nothing usable; the sample seeded ``hit`` writes the sentence."""
 
     def __init__(self, model, hit: int) -> None:
-        self.hf, self.model, self.hit, self.settings = HFBackend(model.llm, model.tokenizer), model, hit, []
+        super().__init__(model)
+        self.hit = hit
 
-    def generate(self, embeds, mask, settings, on_token=None):
-        self.settings.append(settings)
-        if len(self.settings) == 1:
-            return self.hf.generate(embeds, mask, settings, on_token)
-        text = "the heart is enlarged ." if settings.sampling and settings.seed == self.hit else "the lungs are clear ."
-        ids = self.model.tokenizer(" " + text, add_special_tokens=False).input_ids
-        return [Completion(ids, "stop") for _ in range(embeds.shape[0])]
+    def later(self, embeds, settings):
+        hit = settings.sampling and settings.seed == self.hit
+        return ["the heart is enlarged ." if hit else "the lungs are clear ."] * embeds.shape[0]
 
 
 def test_seeded_samples_follow_the_greedy_passes_until_the_finding_is_written(shared_diagnosis_model):
