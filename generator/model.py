@@ -291,7 +291,10 @@ class R2GenKG(nn.Module):
             # after the greedy passes: seeded samples, one per pass, for what is still missing
             pass_settings = settings if n < greedy_passes else \
                 replace(settings, temperature=1.0, top_p=1.0, num_beams=1, seed=n - greedy_passes)
-            texts = self._cover_pass(enc, asks, pass_settings, backend)
+            if n < greedy_passes:
+                texts = self._cover_pass(enc, asks, pass_settings, backend)
+            else:   # one row per call: a seeded sample must not depend on what else is in the batch
+                texts = [self._cover_pass(enc, [ask], pass_settings, backend)[0] for ask in asks]
             for (b, findings), text in zip(asks, texts):
                 r = results[b]
                 merged = merge(r.report, text, decided[b], [o for o in findings if o in
