@@ -21,7 +21,7 @@ class GenerationSettings:
     seed: int | None = None        # sampling seed; None → the process RNG
     drop_repeated_sentences: bool = True   # a sentence the decoder writes again is left out of the report
     cover_decisions: bool = True   # a decided finding the report leaves out: one more pass writes it (generator.coverage)
-    cover_samples: int = 16        # then up to this many seeded samples for each finding still missing
+    cover_samples: int = 0         # then up to this many seeded samples per finding still missing (one study per call; slow)
     cover_passes: int = 2          # pass 1: all missing findings; 2: each one still missing, prompted alone
 
     def __post_init__(self) -> None:

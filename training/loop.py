@@ -457,8 +457,8 @@ class Trainer:
     def _validate(self, model: R2GenKG, val_ds: StudyDataset, state: TrainState) -> dict[str, float]:
         cfg = self.config
         self._fit_thresholds(model, val_ds)
-        # the greedy coverage passes only: the sampled ones would add minutes to every validation
-        # (docs/model.md)
+        # the greedy coverage passes only, whatever the config asks: sampled ones would add
+        # minutes to every validation (docs/model.md)
         settings = replace(cfg.generation, cover_samples=0)
         results = list(predict(model, val_ds, settings, cfg.train.batch_size, self.accelerator.device,
                                progress=self.progress, desc="validate"))
