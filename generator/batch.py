@@ -135,7 +135,7 @@ def result_row(result: GenerationResult, labels: np.ndarray, engine: Engine, set
         "observations": result.probabilities,
         "states": result.states,
         "positive": result.positive,
-        "coverage": {"covered": result.covered, "added": result.added},
+        "coverage": result.coverage,
         "labels": {o.value: LABEL_NAMES[float(v)] for o, v in zip(OBSERVATIONS, labels) if not np.isnan(v)},
         "kg": {"seeds": list(result.evidence.seeds), "nodes": list(result.evidence.node_ids)},
         "retrieved": result.evidence.retrieved,

@@ -8,18 +8,19 @@ report (``GenerationSettings.cover_decisions``, on by default):
 1. the labeler reads the report; ``missing`` = the findings decided positive that it does not
    state as positive;
 2. the decoder writes again for those studies, from the same image and knowledge tokens, with a
-   prompt that lists only the missing findings (one more greedy pass, batched);
-3. from that second report, a sentence is taken if it states a missing finding and states
+   prompt that lists only the missing findings: one greedy pass with all of them, then one per
+   finding still missing (``cover_passes``), then optionally seeded samples (``cover_samples``);
+3. from each such text, a sentence is taken if it states a missing finding and states
    nothing (positive or uncertain) that was not decided and denies nothing that was;
 4. it replaces the first sentence of the report that denied that finding, or is added at the end.
 
 Every word is the decoder's own; nothing is templated. What a pass added is reported
-(``GenerationResult.covered``), so a reader can tell which sentences came from coverage. A
-finding for which the second pass writes no usable sentence stays missing.
+(``GenerationResult.covered`` / ``added``), so a reader can tell which sentences came from
+coverage. A finding for which no pass writes a usable sentence stays missing.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,13 @@ def decided_findings(states: torch.Tensor) -> list[list[Observation]]:
     """State codes (B, 14) → each row's findings decided positive, in FINDINGS order."""
     positive = STATES.index(State.POSITIVE)
     return [[o for o, s in zip(OBSERVATIONS, row) if s == positive and o in FINDINGS] for row in states.tolist()]
+
+
+def announce(on_decided: Callable[[int, list[str]], None] | None, states: torch.Tensor, start: int = 0) -> None:
+    """Tell ``on_decided`` each row's findings decided positive (by name), rows numbered from ``start``."""
+    if on_decided is not None:
+        for row, findings in enumerate(decided_findings(states)):
+            on_decided(start + row, [o.value for o in findings])
 
 
 def missing_findings(report: str, decided: Iterable[Observation]) -> list[Observation]:
@@ -82,17 +90,17 @@ def merge(report: str, candidate: str, decided: Iterable[Observation], missing: 
             break
     if not taken:
         return Covered(report, (), ())
-    sentences = [s.text for s in split_sentences(report)]
+    covering = {o for t in taken for o in t[1]}
     out: list[str] = []
     pending = list(taken)
-    for text in sentences:
-        denied = {o for o, v in stated(text).items() if v == NEGATIVE}
+    for sentence in split_sentences(report):
+        denied = {o for o, v in stated(sentence.text).items() if v == NEGATIVE}
         hit = next((t for t in pending if denied & set(t[1])), None)
         if hit is not None:                  # the sentence that denied a decided finding gives way
             out.append(hit[0])
             pending.remove(hit)
-        elif not any(v == NEGATIVE and o in {c for t in taken for c in t[1]} for o, v in stated(text).items()):
-            out.append(text)
+        elif not denied & covering:          # a later one that denies it is left out
+            out.append(sentence.text)
     out += [t[0] for t in pending]
     covered = tuple(o for o in FINDINGS if any(o in t[1] for t in taken))
     return Covered(" ".join(out), tuple(t[0] for t in taken), covered)

@@ -19,7 +19,7 @@ import torch
 from cxr.images import normalise, stack_views
 from generator.backends import BackendKind, HFBackend, LLMBackend, RemoteVLLMBackend, VLLMBackend
 from generator.checkpoint import ModelBundle, checkpoint_id, load_bundle
-from generator.coverage import decided_findings
+from generator.coverage import announce
 from generator.model import GenerationResult, R2GenKG
 from generator.settings import GenerationSettings
 from graphdb.store import StoreConfig
@@ -138,9 +138,7 @@ class Engine:
             chunks.append(self.model.prompt_embeds(torch.stack(list(images[start:end])).to(self.device),
                                                    torch.stack(list(view_masks[start:end])).to(self.device),
                                                    study_ids[start:end]))
-            if on_decided is not None:
-                for row, names in enumerate(decided_findings(chunks[-1][2].states)):
-                    on_decided(start + row, [o.value for o in names])
+            announce(on_decided, chunks[-1][2].states, start)
         if not chunks:
             return []
         embeds = torch.cat([c[0] for c in chunks])

@@ -27,7 +27,7 @@ from encoders.qformer import DiseaseOutput, DiseaseQFormer
 from encoders.vision import SwinEncoder
 from generator.backends import Completion, DecidedCallback, HFBackend, LLMBackend, TokenCallback
 from generator.config import KG2VQueries, KGMode, ModelConfig
-from generator.coverage import decided_findings, merge, missing_findings
+from generator.coverage import announce, decided_findings, merge, missing_findings
 from generator.decisions import Thresholds, state_names
 from generator.llm import build_llm, embed_tokens
 from generator.prompt import prompt_ids, report_ids, splice_for_generation, splice_for_training
@@ -56,6 +56,11 @@ class GenerationResult:
     finish_reason: str = "stop"            # "stop" (eos) | "length" (max_new_tokens)
     covered: list[str] = field(default_factory=list)   # decided findings stated by the coverage pass
     added: list[str] = field(default_factory=list)     # the sentences that pass added (generator.coverage)
+
+    @property
+    def coverage(self) -> dict[str, list[str]]:
+        """What the coverage pass did, as batch rows, predictions.jsonl and the API report it."""
+        return {"covered": self.covered, "added": self.added}
 
     @property
     def positive(self) -> list[str]:
@@ -239,9 +244,7 @@ class R2GenKG(nn.Module):
         them to know which sentences the coverage pass may replace)."""
         settings = settings or GenerationSettings()
         embeds, mask, enc = self.prompt_embeds(images, view_mask, study_ids)
-        if on_decided is not None:
-            for b, names in enumerate(decided_findings(enc.states)):
-                on_decided(b, [o.value for o in names])
+        announce(on_decided, enc.states)
         was_training = self.llm.training
         self.llm.eval()
         try:
@@ -275,7 +278,8 @@ class R2GenKG(nn.Module):
               backend: LLMBackend) -> None:
         """In place: each report that leaves out a finding decided positive gets the decoder's own
         sentences for it (generator.coverage): pass 1 prompts with all of a study's missing
-        findings, pass 2 (``settings.cover_passes`` ≥ 2) with each one still missing alone. Needs
+        findings, pass 2 (``settings.cover_passes`` ≥ 2) with each one still missing alone, then
+        ``settings.cover_samples`` seeded samples per finding still missing. Needs
         the diagnosis prompt; without it, nothing changes."""
         if self.prompt.diagnosis is None:
             return
@@ -288,13 +292,11 @@ class R2GenKG(nn.Module):
                 [(b, (o,)) for b, m in need.items() for o in m]
             if not asks:
                 return
-            # after the greedy passes: seeded samples, one per pass, for what is still missing
-            pass_settings = settings if n < greedy_passes else \
-                replace(settings, temperature=1.0, top_p=1.0, num_beams=1, seed=n - greedy_passes)
             if n < greedy_passes:
-                texts = self._cover_pass(enc, asks, pass_settings, backend)
-            else:   # one row per call: a seeded sample must not depend on what else is in the batch
-                texts = [self._cover_pass(enc, [ask], pass_settings, backend)[0] for ask in asks]
+                texts = self._cover_pass(enc, asks, settings, backend)
+            else:   # seeded samples, one row per call: a sample must not depend on the rest of the batch
+                sample = replace(settings, temperature=1.0, top_p=1.0, num_beams=1, seed=n - greedy_passes)
+                texts = [self._cover_pass(enc, [ask], sample, backend)[0] for ask in asks]
             for (b, findings), text in zip(asks, texts):
                 r = results[b]
                 merged = merge(r.report, text, decided[b], [o for o in findings if o in

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 # ---- responses --------------------------------------------------------------------------------
 def extension(result: GenerationResult, engine: Engine, seconds: float) -> dict[str, Any]:
     return {"observations": result.probabilities, "states": result.states,
-            "positive": result.positive, "coverage": {"covered": result.covered, "added": result.added},
+            "positive": result.positive, "coverage": result.coverage,
             "evidence": asdict(result.evidence), "model_id": engine.model_id, "timing_ms": round(seconds * 1000, 1)}
 
 
