@@ -5,6 +5,7 @@ test phantoms → 5 evaluate (NLG, CE, AUROC) → 6 the table. Rerunning skips f
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,26 @@ from rich.console import Console
 
 from graphdb.store import StoreConfig
 from r2genkg.options import fail, store_options
+
+
+class StepClock:
+    """Each step's rule on the console and its wall time, for the summary line at the end."""
+
+    def __init__(self, console: Console) -> None:
+        self.console, self.times, self._current, self._since = console, {}, None, time.perf_counter()
+
+    def start(self, name: str | None) -> None:
+        """End the current step and start ``name`` (None: just end it)."""
+        now = time.perf_counter()
+        if self._current is not None:
+            self.times[self._current] = self.times.get(self._current, 0.0) + now - self._since
+        self._current, self._since = name, now
+        if name is not None:
+            self.console.rule(name)
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{name.split(' ', 1)[1].split(' ')[0]} {t:.1f} s" for name, t in self.times.items())
+        return f"wall time: {sum(self.times.values()):.1f} s ({parts})"
 
 
 def register(app: typer.Typer) -> None:
@@ -40,22 +61,23 @@ def register(app: typer.Typer) -> None:
         from training.loop import TrainingDiverged, train
 
         console = Console()
+        steps = StepClock(console)
         try:
             cfg = load_experiment(config, overrides or [])
-            console.rule("1/6 phantoms")
+            steps.start("1/6 phantoms")
             prepare_images(cfg.data, splits=["train", "val"], progress=True)
             kg = cfg.model.kg
             if kg.mode.value != "none":
-                console.rule("2/6 M3KG → graph store, node features")
+                steps.start("2/6 M3KG → graph store, node features")
                 knowledge = open_knowledge(store, kg.spec)
                 console.print(f"{len(knowledge.provider.table)} nodes, features {knowledge.features.shape}",
                               highlight=False)
                 knowledge.close()
-            console.rule("3/6 train")
+            steps.start("3/6 train")
             result = train(cfg, store, resume=True, console=console)
             if result.best is None:
                 raise CheckpointError(f"{result.output_dir}: training wrote no best checkpoint (train.validate off?)")
-            console.rule("4/6 run_batch on the test split")
+            steps.start("4/6 run_batch on the test split")
             records, failed = read_studies(result.best, None, "test", None)
             output = Path(cfg.train.output_dir) / "test_reports.jsonl"
             with Engine.from_checkpoint(result.best, EngineConfig(micro_batch=batch_size), store) as engine:
@@ -63,16 +85,18 @@ def register(app: typer.Typer) -> None:
             console.print(f"{summary.written} reports written ({summary.reports_per_second:.1f} reports/s), "
                           f"{summary.skipped_done} already there, {len(summary.failures)} failed → {output}",
                           highlight=False)
-            console.rule("5/6 evaluate")
+            steps.start("5/6 evaluate")
             scored = evaluate_records(output, records, cfg.data.clean_style, meteor=meteor)
         except (ConfigError, CheckpointError, DataError, GraphStoreError, TrainingDiverged, FileNotFoundError,
                 ValueError) as exc:
             raise fail(console, exc) from exc
-        console.rule("6/6 results")
+        steps.start("6/6 results")
         if scored is None:
             console.print("no reference reports to score against")
         else:
             print_result(console, scored)
+        steps.start(None)
+        console.print(steps.summary(), highlight=False)
         console.print(f"best checkpoint: {result.best}\nserve it:  .venv/bin/r2genkg serve {result.best} --no-auth",
                       highlight=False)
         if summary.failures:
