@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         else:
             print_result(console, scored)
         steps.start(None)
-        console.print(steps.summary(), highlight=False)
+        console.print(steps.summary(), highlight=False, soft_wrap=True)
         console.print(f"best checkpoint: {result.best}\nserve it:  .venv/bin/r2genkg serve {result.best} --no-auth",
                       highlight=False)
         if summary.failures:
