@@ -2,7 +2,8 @@
 
 Decoding: a file or in-memory upload → ``PIL.Image`` mode "L". DICOM: stored values → pydicom's
 Modality LUT → pydicom's VOI LUT (a VOI LUT sequence or the window; min-max of the data without
-either) → MONOCHROME1 inverted → uint8. Every failure is a ``DataError`` that names the file.
+either) → MONOCHROME1 inverted → uint8. A 16-bit PNG: scaled by the bit depth its values use
+(``stored_range``). Every failure is a ``DataError`` that names the file.
 Preparation (the one copy training and serving share): views (H, W) uint8 of any size →
 ``stack_views`` (V, S, S) uint8 + (V,) valid mask → ``normalise`` (V, 1, S, S) float32.
 """
@@ -99,9 +100,9 @@ def _load_raster(path: Path | BinaryIO, max_pixels: int | None = None, name: str
 def _to_gray8(img: Image.Image) -> Image.Image:
     if img.mode == "L":
         return img.copy()
-    if img.mode.startswith("I;16"):   # 16-bit grayscale PNG: full range → 0..255
+    if img.mode.startswith("I;16"):   # 16-bit grayscale PNG: its used bit depth → 0..255
         data = np.asarray(img, dtype=np.float64)
-        return Image.fromarray(_to_uint8(data * (255.0 / 65535.0)))
+        return Image.fromarray(_to_uint8(data * (255.0 / stored_range(data))))
     if img.mode in {"I", "F"}:
         return Image.fromarray(_to_uint8(min_max(np.asarray(img, dtype=np.float64))))
     return img.convert("L")
@@ -165,6 +166,16 @@ def _voi(values: np.ndarray, ds: Dataset, path: Path) -> np.ndarray:
     if high <= low:
         return min_max(np.asarray(display, dtype=np.float64))
     return (np.asarray(display, dtype=np.float64) - low) * (255.0 / (high - low))
+
+
+def stored_range(values: np.ndarray) -> float:
+    """The top of the range a 16-bit store really uses: 2**bits - 1 for the fewest bits (8 to 16)
+    that hold its largest value. PACS exports keep 10-, 12- or 14-bit detector values in 16-bit
+    PNGs; scaling those by 65535 leaves them nearly black (12-bit data: at most 16 of 255). The PNG
+    does not say which depth it holds, so a 12-bit image whose brightest pixel is below 2048 reads
+    as 11-bit (one step brighter)."""
+    bits = min(16, max(8, int(float(values.max(initial=0))).bit_length()))
+    return float(2 ** bits - 1)
 
 
 def min_max(values: np.ndarray) -> np.ndarray:

@@ -158,6 +158,19 @@ def test_16bit_png_scaled_by_full_range(tmp_path):
     assert gray(tmp_path / "d.png").tolist() == [[0, 100], [255, 200]]
 
 
+def test_16bit_png_with_12bit_values_scaled_by_12_bits(tmp_path):
+    # a PACS export: 12-bit detector values in a 16-bit PNG; by 65535 it would decode almost black
+    arr = np.array([[0, 1024], [2457, 4095]], dtype=np.uint16)
+    Image.fromarray(arr).save(tmp_path / "e.png")
+    assert gray(tmp_path / "e.png").tolist() == [[0, 64], [153, 255]]
+
+
+def test_16bit_png_with_8bit_values_kept_as_they_are(tmp_path):
+    arr = np.array([[0, 7], [100, 200]], dtype=np.uint16)
+    Image.fromarray(arr).save(tmp_path / "f.png")
+    assert gray(tmp_path / "f.png").tolist() == [[0, 7], [100, 200]]
+
+
 def test_truncated_png_and_jpeg_name_file(tmp_path):
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 255, (64, 64), dtype=np.uint8)
