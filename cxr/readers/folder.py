@@ -1,6 +1,7 @@
 """Read a folder of chest X-rays into ``StudyRecord``s, from either of two layouts.
 
-(a) ``root/<study_id>/*.png|jpg|jpeg|dcm`` (views sorted by name) + optional ``report.txt``;
+(a) ``root/<study_id>/*.png|jpg|jpeg|dcm`` (views sorted by name) + optional ``report.txt``; a DICOM
+    file is known by its content too (a PACS export's ``IM00001`` has no extension);
 (b) a CSV manifest ``study_id,image_path[,view,report,split]``, several rows (views) per study;
     with a ``view`` column (PA, AP, FRONTAL, LATERAL, LL, …) frontal views come first.
 """
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxr.images import IMAGE_SUFFIXES
+from cxr.images import IMAGE_SUFFIXES, is_dicom
 from cxr.readers.common import (
     ImageCheck,
     as_image_check,
@@ -83,7 +84,7 @@ def _read_study_folders(root: Path, policy: ErrorPolicy, check: ImageCheck, data
             continue
         views, ignored = [], []
         for f in sorted(entry.iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+            if f.is_file() and _is_view(f):
                 views.append(f)
             elif f.name != REPORT_FILE and not f.name.startswith("."):
                 ignored.append(f.name)
@@ -98,6 +99,18 @@ def _read_study_folders(root: Path, policy: ErrorPolicy, check: ImageCheck, data
             continue
         records.append(StudyRecord(entry.name, tuple(views), report, dataset=dataset))
     return records
+
+
+def _is_view(file: Path) -> bool:
+    """An image by its extension, or a DICOM by its preamble and ``DICM`` whatever its name."""
+    if file.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    if file.name == REPORT_FILE or file.name.startswith("."):
+        return False
+    try:
+        return is_dicom(file)
+    except OSError:
+        return False
 
 
 def _report_of(folder: Path) -> tuple[str, str | None]:

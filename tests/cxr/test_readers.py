@@ -270,6 +270,17 @@ def test_folder_of_study_folders(tmp_path, caplog):
         read_folder(root, splits=["train"])
 
 
+def test_folder_finds_dicom_without_extension_by_content(tmp_path, caplog):
+    root = make_study_folders(tmp_path / "data")
+    examples.ct.save_as(root / "s2" / "IM00001")          # a PACS export's name
+    (root / "s2" / "IM00002").write_bytes(b"not an image at all, no DICM magic")
+    with caplog.at_level(logging.WARNING):
+        records = read_folder(root)
+    s2 = next(r for r in records if r.study_id == "s2")
+    assert [p.name for p in s2.image_paths] == ["IM00001", "view.dcm"]
+    assert "IM00002" in caplog.text and "IM00001" not in caplog.text
+
+
 def test_folder_bad_images_strict_and_lenient(tmp_path):
     root = make_study_folders(tmp_path / "data")
     (root / "s3").mkdir()
