@@ -84,9 +84,13 @@ def _read_study_folders(root: Path, policy: ErrorPolicy, check: ImageCheck, data
             continue
         views, ignored = [], []
         for f in sorted(entry.iterdir()):
-            if f.is_file() and _is_view(f):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
                 views.append(f)
-            elif f.name != REPORT_FILE and not f.name.startswith("."):
+            elif f.name == REPORT_FILE or f.name.startswith("."):
+                continue
+            elif f.is_file() and _dicom_by_content(f):    # e.g. a PACS export's IM00001
+                views.append(f)
+            else:
                 ignored.append(f.name)
         if ignored:
             log.warning("%s: ignored non-image entries %s", entry, ignored)
@@ -101,12 +105,8 @@ def _read_study_folders(root: Path, policy: ErrorPolicy, check: ImageCheck, data
     return records
 
 
-def _is_view(file: Path) -> bool:
-    """An image by its extension, or a DICOM by its preamble and ``DICM`` whatever its name."""
-    if file.suffix.lower() in IMAGE_SUFFIXES:
-        return True
-    if file.name == REPORT_FILE or file.name.startswith("."):
-        return False
+def _dicom_by_content(file: Path) -> bool:
+    """The DICOM preamble and ``DICM``, whatever the file's name; an unreadable file is not one."""
     try:
         return is_dicom(file)
     except OSError:

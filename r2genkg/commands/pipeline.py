@@ -22,17 +22,21 @@ class StepClock:
     def __init__(self, console: Console) -> None:
         self.console, self.times, self._current, self._since = console, {}, None, time.perf_counter()
 
-    def start(self, name: str | None) -> None:
-        """End the current step and start ``name`` (None: just end it)."""
+    def start(self, name: str, rule: str) -> None:
+        """End the current step and start ``name`` under the console rule ``rule``."""
+        self.stop()
+        self._current = name
+        self.console.rule(rule)
+
+    def stop(self) -> None:
+        """End the current step (if any): its seconds go to the summary."""
         now = time.perf_counter()
         if self._current is not None:
-            self.times[self._current] = self.times.get(self._current, 0.0) + now - self._since
-        self._current, self._since = name, now
-        if name is not None:
-            self.console.rule(name)
+            self.times[self._current] = now - self._since
+        self._current, self._since = None, now
 
     def summary(self) -> str:
-        parts = ", ".join(f"{name.split(' ', 1)[1].split(' ')[0]} {t:.1f} s" for name, t in self.times.items())
+        parts = ", ".join(f"{name} {t:.1f} s" for name, t in self.times.items())
         return f"wall time: {sum(self.times.values()):.1f} s ({parts})"
 
 
@@ -64,20 +68,20 @@ def register(app: typer.Typer) -> None:
         steps = StepClock(console)
         try:
             cfg = load_experiment(config, overrides or [])
-            steps.start("1/6 phantoms")
+            steps.start("phantoms", "1/6 phantoms")
             prepare_images(cfg.data, splits=["train", "val"], progress=True)
             kg = cfg.model.kg
             if kg.mode.value != "none":
-                steps.start("2/6 M3KG → graph store, node features")
+                steps.start("M3KG", "2/6 M3KG → graph store, node features")
                 knowledge = open_knowledge(store, kg.spec)
                 console.print(f"{len(knowledge.provider.table)} nodes, features {knowledge.features.shape}",
                               highlight=False)
                 knowledge.close()
-            steps.start("3/6 train")
+            steps.start("train", "3/6 train")
             result = train(cfg, store, resume=True, console=console)
             if result.best is None:
                 raise CheckpointError(f"{result.output_dir}: training wrote no best checkpoint (train.validate off?)")
-            steps.start("4/6 run_batch on the test split")
+            steps.start("run_batch", "4/6 run_batch on the test split")
             records, failed = read_studies(result.best, None, "test", None)
             output = Path(cfg.train.output_dir) / "test_reports.jsonl"
             with Engine.from_checkpoint(result.best, EngineConfig(micro_batch=batch_size), store) as engine:
@@ -85,17 +89,17 @@ def register(app: typer.Typer) -> None:
             console.print(f"{summary.written} reports written ({summary.reports_per_second:.1f} reports/s), "
                           f"{summary.skipped_done} already there, {len(summary.failures)} failed → {output}",
                           highlight=False)
-            steps.start("5/6 evaluate")
+            steps.start("evaluate", "5/6 evaluate")
             scored = evaluate_records(output, records, cfg.data.clean_style, meteor=meteor)
         except (ConfigError, CheckpointError, DataError, GraphStoreError, TrainingDiverged, FileNotFoundError,
                 ValueError) as exc:
             raise fail(console, exc) from exc
-        steps.start("6/6 results")
+        steps.start("results", "6/6 results")
         if scored is None:
             console.print("no reference reports to score against")
         else:
             print_result(console, scored)
-        steps.start(None)
+        steps.stop()
         console.print(steps.summary(), highlight=False, soft_wrap=True)
         console.print(f"best checkpoint: {result.best}\nserve it:  .venv/bin/r2genkg serve {result.best} --no-auth",
                       highlight=False)
