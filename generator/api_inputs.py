@@ -45,8 +45,11 @@ def _image_bytes(url: str, config: ServerConfig, k: int) -> bytes:
         if len(data) > config.max_image_bytes:
             raise _too_large(k, len(data), config)
         return data
-    parts = urllib.parse.urlsplit(url)
-    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    except ValueError as exc:   # e.g. an unclosed IPv6 bracket
+        raise APIError(400, f"image {k}: not a valid URL ({exc})", param="messages", code="invalid_image") from None
     if scheme not in {"http", "https"}:
         raise APIError(400, f"image {k}: URL scheme {scheme or '(none)'!r} is not accepted; send a data: URI",
                        param="messages", code="invalid_image")

@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import json
+
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 
 @dataclass
@@ -54,6 +56,8 @@ class APIError(Exception):
         return JSONResponse({"error": {"message": self.message, "type": self.type, "param": self.param,
                                        "code": self.code}}, status_code=self.status)
 
+
+MAX_SEED = 2 ** 63 - 1
 
 # ---- request body ------------------------------------------------------------------------------
 # extra="forbid": a field this server does not use (``prompt_embeds``, ``inputs_embeds``, …) is a
@@ -110,11 +114,11 @@ class ChatCompletionRequest(BaseModel):
     model_config = _BODY
     model: str
     messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)               # the upper bound is ServerConfig.max_tokens
-    max_completion_tokens: int | None = Field(None, ge=1)    # OpenAI's newer name; wins over max_tokens
-    temperature: float | None = Field(None, ge=0, le=2)      # 0 → the checkpoint's deterministic decoding
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    max_tokens: int | None = Field(None, ge=1, le=2 ** 31)   # the real upper bound is ServerConfig.max_tokens
+    max_completion_tokens: int | None = Field(None, ge=1, le=2 ** 31)   # OpenAI's newer name; wins over max_tokens
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)   # 0 → the checkpoint's decoding
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)        # torch.manual_seed's range, as vLLM's
     n: int | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
@@ -147,6 +151,34 @@ def _field_path(loc: Sequence[int | str], body: Any, missing: bool) -> str:
             path.append(str(step))
         previous = step
     return ".".join(path)
+
+
+def parse_request(body: bytes) -> ChatCompletionRequest:
+    """The raw body → the validated request, or an ``APIError`` 400 naming the problem.
+
+    Parsed here rather than by FastAPI so that every way a body can be malformed (bytes that are not
+    UTF-8, JSON nested past the parser's recursion limit, a list where an object belongs) is a 400,
+    never an unhandled exception."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise APIError(400, "request body is not JSON this server reads: nested too deeply",
+                       code="json_invalid") from None
+    except UnicodeDecodeError as exc:
+        raise APIError(400, f"request body is not JSON: not UTF-8 text (byte {exc.start})",
+                       code="json_invalid") from None
+    except json.JSONDecodeError as exc:
+        raise APIError(400, f"request body is not JSON: {exc.msg} (at character {exc.pos})",
+                       code="json_invalid") from None
+    if not isinstance(data, dict):
+        raise APIError(400, f"request body: expected a JSON object, got {type(data).__name__}",
+                       code="json_invalid")
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(RequestValidationError(exc.errors(), body=data)) from None
+    except RecursionError:   # a body the JSON parser took but validation recursed too deep into
+        raise APIError(400, "request body: nested too deeply", code="json_invalid") from None
 
 
 def validation_error(exc: RequestValidationError) -> APIError:

@@ -29,12 +29,27 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from generator.api_inputs import read_settings, read_study
-from generator.api_schema import APIError, ChatCompletionRequest, ServerConfig, validation_error
+from generator.api_schema import APIError, ServerConfig, parse_request, validation_error
 from generator.batcher import DynamicBatcher, Job, QueueFullError
 from generator.engine import Engine
 from generator.model import GenerationResult
 
 log = logging.getLogger(__name__)
+
+
+class QueryStringFilter(logging.Filter):
+    """Cuts the query string from uvicorn's access-log lines for /v1 paths: a client that sends
+    ``?api_key=…`` must not have its key written to the log. uvicorn's access record carries
+    (client, method, path with query, HTTP version, status) as its args."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and args[2].startswith("/v1"):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+access_log_filter = QueryStringFilter()   # serve adds it to the "uvicorn.access" logger
 
 
 # ---- responses --------------------------------------------------------------------------------
@@ -142,8 +157,12 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
                                             "owned_by": "r2genkg", "r2genkg_model_id": engine.model_id}]}
 
     @app.post("/v1/chat/completions")
-    async def chat(request: ChatCompletionRequest):   # FastAPI validates; errors → _validation
+    async def chat(raw: Request):
         t0 = time.perf_counter()
+        request = parse_request(await raw.body())
+        if request.model != config.model_name:
+            raise APIError(404, f"the model {request.model[:64]!r} does not exist; this server serves "
+                           f"{config.model_name!r} (GET /v1/models)", param="model", code="model_not_found")
         settings = read_settings(request, engine.default_settings, config)
         study = await run_in_threadpool(read_study, request, config)   # decoding off the event loop
         loop = asyncio.get_running_loop()

@@ -41,6 +41,8 @@ class GenerationSettings:
             raise ValueError(f"GenerationSettings.cover_samples must be ≥ 0, got {self.cover_samples}")
         if self.cover_passes < 1:
             raise ValueError(f"GenerationSettings.cover_passes must be ≥ 1, got {self.cover_passes}")
+        if self.seed is not None and not 0 <= self.seed < 2 ** 63:
+            raise ValueError(f"GenerationSettings.seed must be in [0, 2**63 - 1], got {self.seed}")
         if self.no_repeat_ngram_size < 0:
             raise ValueError(f"GenerationSettings.no_repeat_ngram_size must be ≥ 0, got {self.no_repeat_ngram_size}")
 

@@ -1,6 +1,7 @@
 """`r2genkg serve`: the OpenAI-compatible API on a checkpoint; `r2genkg export-llm`: the LLM for vLLM."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -53,7 +54,7 @@ def register(app: typer.Typer) -> None:
         from generator.backends import BackendError, BackendKind
         from generator.checkpoint import CheckpointError
         from generator.engine import Engine, EngineConfig
-        from generator.server import create_app
+        from generator.server import access_log_filter, create_app
         from graphdb.store import GraphStoreError
 
         console = Console(stderr=True)
@@ -74,7 +75,10 @@ def register(app: typer.Typer) -> None:
         console.print(f"serving {eng.model_id} ({eng.backend.kind.value}, {eng.device}) on http://{host}:{port}/v1",
                       highlight=False)
         try:
-            uvicorn.run(create_app(eng, config), host=host, port=port, log_level="info")
+            server = uvicorn.Server(uvicorn.Config(create_app(eng, config), host=host, port=port, log_level="info"))
+            # after uvicorn's Config has set up its loggers: no query strings on /v1 in the access log
+            logging.getLogger("uvicorn.access").addFilter(access_log_filter)
+            server.run()
         finally:
             eng.close()
 
