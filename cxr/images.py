@@ -3,7 +3,10 @@
 Decoding: a file or in-memory upload → ``PIL.Image`` mode "L". DICOM: stored values → pydicom's
 Modality LUT → pydicom's VOI LUT (a VOI LUT sequence or the window; min-max of the data without
 either) → MONOCHROME1 inverted → uint8. A 16-bit PNG: scaled by the bit depth its values use
-(``stored_range``). Every failure is a ``DataError`` that names the file.
+(``stored_range``). Every failure is a ``DataError`` that names the file. Memory: an upload is
+charged to a ``DecodeLimits`` (pixels per image, decoded bytes per request) from its header, before
+any pixel is decoded; only a DICOM's first frame is decoded; conversions to 8 bits run in row
+blocks, so a decode needs about its decoded bytes plus the 8-bit result, not float64 copies.
 Preparation (the one copy training and serving share): views (H, W) uint8 of any size →
 ``stack_views`` (V, S, S) uint8 + (V,) valid mask → ``normalise`` (V, 1, S, S) float32.
 """
@@ -11,7 +14,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -55,35 +59,62 @@ def load_image(path: str | Path) -> Image.Image:
     return _load_raster(path)
 
 
-def decode_image_bytes(data: bytes, name: str = "image", max_pixels: int | None = None) -> Image.Image:
+class ImageTooLargeError(DataError):
+    """An image over a pixel or decoded-bytes limit (uploads): refused before its pixels are decoded."""
+
+
+@dataclass
+class DecodeLimits:
+    """What one caller (an API request) may decode, checked from each image's header before any of its
+    pixels are: ``max_pixels`` per image, ``max_bytes`` of decoded pixel data over all the images
+    charged to it (bit depth, samples and decoded frames included)."""
+
+    max_pixels: int | None = None
+    max_bytes: int | None = None
+    used: int = 0
+
+    def charge(self, name: object, width: int, height: int, bytes_per_pixel: int, what: str) -> None:
+        pixels = width * height
+        if self.max_pixels is not None and pixels > self.max_pixels:
+            raise ImageTooLargeError(f"{name}: image has {pixels:,} pixels, over the limit of {self.max_pixels:,}")
+        size = pixels * bytes_per_pixel
+        if self.max_bytes is not None and self.used + size > self.max_bytes:
+            others = f" (with {self.used:,} bytes of the other images)" if self.used else ""
+            raise ImageTooLargeError(f"{name}: decodes to {size:,} bytes ({width}×{height}, {what}){others}, "
+                                     f"over the limit of {self.max_bytes:,} decoded bytes per request")
+        self.used += size
+
+
+def decode_image_bytes(data: bytes, name: str = "image", limits: DecodeLimits | None = None) -> Image.Image:
     """Decode an in-memory PNG, JPEG or DICOM (e.g. an upload) into mode "L"; ``name`` labels errors.
 
-    ``max_pixels`` is checked from the header, before any pixel is decoded (decompression bombs).
+    ``limits`` are checked from the header, before any pixel is decoded (decompression bombs).
     """
     if not data:
         raise DataError(f"{name}: empty image data")
     if data[128:132] == b"DICM":
-        return Image.fromarray(dicom_to_uint8(io.BytesIO(data), max_pixels, name))
-    return _load_raster(io.BytesIO(data), max_pixels, name)
+        return Image.fromarray(dicom_to_uint8(io.BytesIO(data), limits, name))
+    return _load_raster(io.BytesIO(data), limits, name)
 
 
-class ImageTooLargeError(DataError):
-    """An image over a pixel limit (uploads): refused before its pixels are decoded."""
+# decoded bytes per pixel of PIL's modes (what ``Image.load`` allocates), for ``DecodeLimits``
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3,
+               "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4, "I": 4, "F": 4}
 
 
-def _check_pixels(pixels: int, max_pixels: int | None, name: object) -> None:
-    if max_pixels is not None and pixels > max_pixels:
-        raise ImageTooLargeError(f"{name}: image has {pixels:,} pixels, over the limit of {max_pixels:,}")
+def _mode_bytes(mode: str) -> int:
+    return 2 if mode.startswith("I;16") else _MODE_BYTES.get(mode, 4)
 
 
-def _load_raster(path: Path | BinaryIO, max_pixels: int | None = None, name: str | None = None) -> Image.Image:
+def _load_raster(path: Path | BinaryIO, limits: DecodeLimits | None = None, name: str | None = None) -> Image.Image:
     label = name or path
     try:
         with Image.open(path) as img:
             if img.format not in RASTER_FORMATS:
                 raise DataError(f"{label}: unsupported image format {img.format}; "
                                 "expected PNG, JPEG or DICOM")
-            _check_pixels(img.width * img.height, max_pixels, label)
+            if limits is not None:
+                limits.charge(label, img.width, img.height, _mode_bytes(img.mode), f"{img.format} mode {img.mode}")
             img.load()
             return _to_gray8(img)
     except DataError:
@@ -101,34 +132,71 @@ def _to_gray8(img: Image.Image) -> Image.Image:
     if img.mode == "L":
         return img.copy()
     if img.mode.startswith("I;16"):   # 16-bit grayscale PNG: its used bit depth → 0..255
-        data = np.asarray(img, dtype=np.float64)
-        return Image.fromarray(_to_uint8(data * (255.0 / stored_range(data))))
+        data = np.asarray(img)
+        scale = 255.0 / stored_range(data)
+        return Image.fromarray(_by_rows(lambda block: block * scale, data))
     if img.mode in {"I", "F"}:
-        return Image.fromarray(_to_uint8(min_max(np.asarray(img, dtype=np.float64))))
+        data = np.asarray(img)
+        return Image.fromarray(_by_rows(_min_max_map(float(data.min()), float(data.max())), data))
     return img.convert("L")
 
 
-def dicom_to_uint8(path: Path | BinaryIO, max_pixels: int | None = None, name: str | None = None) -> np.ndarray:
-    """(H, W) uint8 display values of the first frame of the DICOM file at ``path`` (or in a stream)."""
-    from pydicom.pixels import apply_modality_lut  # lazy, see _read_dicom
+_ROWS = 256   # rows per block: float64 temporaries stay at 256 × width, not the whole image
+
+
+def _by_rows(display: Callable[[np.ndarray], np.ndarray], values: np.ndarray) -> np.ndarray:
+    """(H, W, …) stored values → (H, W) uint8, ``display`` (values → 0..255) applied block by block."""
+    out = np.empty(values.shape[:2], dtype=np.uint8)
+    for start in range(0, values.shape[0], _ROWS):
+        out[start:start + _ROWS] = _to_uint8(display(values[start:start + _ROWS]))
+    return out
+
+
+def _min_max_map(low: float, high: float) -> Callable[[np.ndarray], np.ndarray]:
+    """low..high → 0..255, block by block (a constant image becomes all 0)."""
+    if high <= low:
+        return lambda block: np.zeros(block.shape[:2], dtype=np.float64)
+    scale = 255.0 / (high - low)
+    return lambda block: (np.asarray(block, dtype=np.float64) - low) * scale
+
+
+def dicom_to_uint8(path: Path | BinaryIO, limits: DecodeLimits | None = None, name: str | None = None) -> np.ndarray:
+    """(H, W) uint8 display values of the first frame of the DICOM file at ``path`` (or in a stream).
+
+    Only the first frame is decoded (a multi-frame file's other frames are never expanded), and the
+    LUTs run in row blocks: memory is the frame's stored values plus the 8-bit result."""
+    from pydicom.pixels import apply_modality_lut, pixel_array  # lazy, see _read_dicom
 
     ds = _read_dicom(path, name)
     path = name or path   # what messages call it
-    _check_pixels(int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0), max_pixels, path)
+    frames, samples = int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("SamplesPerPixel", 1) or 1)
+    if limits is not None:
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+        limits.charge(path, int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0),
+                      samples * max(1, -(-bits // 8)),
+                      f"{bits}-bit, {samples} sample(s); the first of {frames} frame(s) decoded")
     try:
-        pixels = ds.pixel_array
+        pixels = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array
     except Exception as exc:  # pydicom raises several types for bad / undecodable pixel data
         raise DataError(f"{path}: cannot decode DICOM pixel data ({type(exc).__name__}: {exc})") from exc
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        pixels = pixels[0]
-    if int(ds.get("SamplesPerPixel", 1)) > 1:     # colour: luma, no LUTs apply
-        gray = pixels[..., :3].astype(np.float64) @ _LUMA
-        return _to_uint8(gray if int(ds.get("BitsStored", 8)) <= 8 else min_max(gray))
-    values = np.asarray(apply_modality_lut(pixels, ds))   # stays integer without a rescale
-    display = _voi(values, ds, path)
-    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
-        display = 255.0 - display
-    return _to_uint8(display)
+    if samples > 1:     # colour: luma, no LUTs apply
+        def luma(block: np.ndarray) -> np.ndarray:
+            return block[..., :3].astype(np.float64) @ _LUMA
+        if int(ds.get("BitsStored", 8)) <= 8:
+            return _by_rows(luma, pixels)
+        gray = _by_rows_float(luma, pixels)
+        return _by_rows(_min_max_map(float(gray.min()), float(gray.max())), gray)
+    invert = str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
+    display = _voi(lambda block: np.asarray(apply_modality_lut(block, ds)), pixels, ds, path)
+    return _by_rows((lambda block: 255.0 - display(block)) if invert else display, pixels)
+
+
+def _by_rows_float(fn: Callable[[np.ndarray], np.ndarray], values: np.ndarray) -> np.ndarray:
+    """(H, W, …) → (H, W) float32, ``fn`` applied block by block (for a range taken before mapping)."""
+    out = np.empty(values.shape[:2], dtype=np.float32)
+    for start in range(0, values.shape[0], _ROWS):
+        out[start:start + _ROWS] = fn(values[start:start + _ROWS])
+    return out
 
 
 def _read_dicom(path: Path | BinaryIO, name: str | None = None) -> Dataset:
@@ -145,27 +213,45 @@ def _read_dicom(path: Path | BinaryIO, name: str | None = None) -> Dataset:
     return ds
 
 
-def _voi(values: np.ndarray, ds: Dataset, path: Path) -> np.ndarray:
-    """pydicom's VOI LUT (a VOI LUT sequence, else the first window) scaled from its output
-    range onto 0..255; min-max of the data when the file has neither or an invalid one."""
+def _voi(modality: Callable[[np.ndarray], np.ndarray], stored: np.ndarray, ds: Dataset,
+         path: object) -> Callable[[np.ndarray], np.ndarray]:
+    """stored values → 0..255, block-wise: the modality LUT, then pydicom's VOI LUT (a VOI LUT
+    sequence, else the first window) scaled from its output range onto 0..255; min-max of the
+    modality values when the file has neither or an invalid one."""
     from pydicom.pixels import apply_voi_lut
 
+    def min_max_of(values: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        low, high = np.inf, -np.inf
+        for start in range(0, stored.shape[0], _ROWS):   # the range first, block by block
+            block = values(stored[start:start + _ROWS])
+            if block.size:
+                low, high = min(low, float(block.min())), max(high, float(block.max()))
+        scale = _min_max_map(low, high)
+        return lambda block: scale(values(block))
+
     if "VOILUTSequence" not in ds and ("WindowCenter" not in ds or "WindowWidth" not in ds):
-        return min_max(values)
+        return min_max_of(modality)
+    sample = modality(stored[:1])
     try:
         with np.errstate(over="ignore"):
-            display = apply_voi_lut(values, ds)
+            apply_voi_lut(sample, ds)   # an unusable LUT / window fails here, on one row
             # the VOI's output range: what it maps far-below and far-above values to
-            table = "VOILUTSequence" in ds and values.dtype.kind in "iu"   # a table indexes stored integers
-            extremes = (np.array([np.iinfo(values.dtype).min, np.iinfo(values.dtype).max], dtype=values.dtype)
+            table = "VOILUTSequence" in ds and sample.dtype.kind in "iu"   # a table indexes stored integers
+            extremes = (np.array([np.iinfo(sample.dtype).min, np.iinfo(sample.dtype).max], dtype=sample.dtype)
                         if table else np.array([-1e12, 1e12]))
             low, high = sorted(np.asarray(apply_voi_lut(extremes, ds), dtype=np.float64))
     except (ValueError, TypeError, IndexError) as exc:
         log.warning("%s: unusable VOI LUT / window (%s), using min-max instead", path, exc)
-        return min_max(values)
+        return min_max_of(modality)
+
+    def voi(block: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return np.asarray(apply_voi_lut(modality(block), ds), dtype=np.float64)
+
     if high <= low:
-        return min_max(np.asarray(display, dtype=np.float64))
-    return (np.asarray(display, dtype=np.float64) - low) * (255.0 / (high - low))
+        return min_max_of(voi)
+    scale = 255.0 / (high - low)
+    return lambda block: (voi(block) - low) * scale
 
 
 def stored_range(values: np.ndarray) -> float:
@@ -176,14 +262,6 @@ def stored_range(values: np.ndarray) -> float:
     as 11-bit (one step brighter)."""
     bits = min(16, max(8, int(float(values.max(initial=0))).bit_length()))
     return float(2 ** bits - 1)
-
-
-def min_max(values: np.ndarray) -> np.ndarray:
-    """Scale to 0..255 by the data's own range; a constant image becomes all 0."""
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return np.zeros_like(values, dtype=np.float64)
-    return (values - low) * (255.0 / (high - low))
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:

@@ -36,14 +36,17 @@ class ErrorMode(str, Enum):
 class ErrorPolicy:
     """Decides whether a bad item stops the read or is skipped and counted.
 
-    Readers call ``policy.fail(msg)`` for every bad item; in strict mode that raises
+    Readers call ``policy.fail(msg, study_id)`` for every bad item; in strict mode that raises
     ``DataError``, in lenient mode it is counted and logged, and ``summary()`` reports it.
+    ``skips`` keeps every skipped item as (study id or None when the item has none, message): what
+    run_batch writes to its failures file.
     """
 
     mode: ErrorMode = ErrorMode.STRICT
     skipped: int = 0
     messages: list[str] = field(default_factory=list)
     max_messages: int = 20
+    skips: list[tuple[str | None, str]] = field(default_factory=list)
 
     @classmethod
     def strict(cls) -> ErrorPolicy:
@@ -53,10 +56,11 @@ class ErrorPolicy:
     def lenient(cls) -> ErrorPolicy:
         return cls(ErrorMode.LENIENT)
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, study_id: str | None = None) -> None:
         if self.mode is ErrorMode.STRICT:
             raise DataError(message)
         self.skipped += 1
+        self.skips.append((study_id or None, message))
         if len(self.messages) < self.max_messages:
             self.messages.append(message)
         log.warning("skipped: %s", message)

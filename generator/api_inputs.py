@@ -1,6 +1,7 @@
 """A validated chat request → what the engine takes: the study's views (decoded from data URIs, or
-fetched from allowlisted hosts without redirects, within the byte and pixel limits) and the
-decoding settings."""
+fetched from allowlisted hosts without redirects, within the byte, pixel and decoded-byte limits,
+then downsized to the model's input size, so that no full-resolution view is ever queued) with a
+note per view, and the decoding settings."""
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from cxr.images import ImageTooLargeError, decode_image_bytes
+from cxr.images import DecodeLimits, ImageTooLargeError, decode_image_bytes
 from cxr.records import DataError
+from cxr.views import ViewNote, prepare_view
 from generator.api_schema import APIError, ChatCompletionRequest, ImagePart, ServerConfig
 from generator.engine import StudyInput
 from generator.settings import GenerationSettings
@@ -80,7 +82,9 @@ def _too_large(k: int, size: int, config: ServerConfig) -> APIError:
                     param="messages", code="image_too_large")
 
 
-def read_study(request: ChatCompletionRequest, config: ServerConfig) -> StudyInput:
+def image_urls(request: ChatCompletionRequest, config: ServerConfig, max_views: int) -> list[str]:
+    """The last user message's image URLs: one per view, at most ``max_views`` (the model's) and
+    ``config.max_images``; more is a 400, never views silently dropped."""
     users = [m for m in request.messages if m.role == "user"]
     if not users:
         raise APIError(400, "no user message: send the images in a user message", param="messages")
@@ -92,16 +96,31 @@ def read_study(request: ChatCompletionRequest, config: ServerConfig) -> StudyInp
     if len(urls) > config.max_images:
         raise APIError(400, f"{len(urls)} images, over the limit of {config.max_images} views per study",
                        param="messages", code="too_many_images")
-    views = []
-    for k, url in enumerate(urls):
+    if len(urls) > max_views:
+        raise APIError(400, f"{len(urls)} images, but this model reads at most {max_views} views per study "
+                       f"(its max_views): send the {max_views} to use, frontal first", param="messages",
+                       code="too_many_images")
+    return urls
+
+
+def read_study(request: ChatCompletionRequest, config: ServerConfig, size: int, max_views: int) -> StudyInput:
+    """Decode each view within the request's limits and downsize it to ``size`` at once: only
+    (size, size) uint8 views leave this function."""
+    limits = DecodeLimits(config.max_pixels, config.max_decoded_bytes)
+    views, notes = [], []
+    for k, url in enumerate(image_urls(request, config, max_views)):
         data = _image_bytes(url, config, k)
         try:
-            views.append(np.asarray(decode_image_bytes(data, f"image {k}", config.max_pixels)))
+            image = decode_image_bytes(data, f"image {k}", limits)
         except ImageTooLargeError as exc:
             raise APIError(413, str(exc), param="messages", code="image_too_large") from exc
         except DataError as exc:
             raise APIError(400, str(exc), param="messages", code="invalid_image") from exc
-    return StudyInput(f"req-{uuid.uuid4().hex[:12]}", views)
+        del data
+        view, warnings = prepare_view(image, size)
+        views.append(view)
+        notes.append(ViewNote(f"image {k}", True, warnings=warnings))
+    return StudyInput(f"req-{uuid.uuid4().hex[:12]}", views, notes)
 
 
 def read_settings(request: ChatCompletionRequest, defaults: GenerationSettings,

@@ -21,9 +21,11 @@ class ServerConfig:
     api_keys: tuple[str, ...] = ()
     auth: bool = True                          # --no-auth turns it off, for local use only
     model_name: str = "r2genkg"
-    max_image_bytes: int = 10 * 1024 * 1024    # per image, decoded
-    max_pixels: int = 4096 * 4096
-    max_images: int = 4
+    max_image_bytes: int = 10 * 1024 * 1024    # per image, as sent (after base64)
+    max_pixels: int = 4096 * 4096              # per image, from its header
+    max_decoded_bytes: int = 128 * 1024 * 1024  # per request, over its images: pixels × bit depth × samples
+    max_decodes: int = 2                       # requests decoding at once (the rest wait, their bodies only)
+    max_images: int = 4                        # per request; the model's max_views is the other bound
     max_tokens: int = 512
     max_batch: int = 16
     max_wait_ms: float = 5.0
@@ -36,7 +38,8 @@ class ServerConfig:
         if self.auth and not self.api_keys:
             raise ValueError("API keys are on but none is configured: set R2GENKG_API_KEYS (comma-separated) "
                              "or pass --api-key-file; --no-auth disables auth for local use")
-        for name in ("max_image_bytes", "max_pixels", "max_images", "max_tokens", "max_batch", "max_queue"):
+        for name in ("max_image_bytes", "max_pixels", "max_decoded_bytes", "max_decodes", "max_images",
+                     "max_tokens", "max_batch", "max_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerConfig.{name} must be ≥ 1, got {getattr(self, name)}")
 

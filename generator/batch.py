@@ -1,10 +1,11 @@
 """Batch generation: studies from a folder / manifest / R2Gen annotation / CheXpert Plus CSV → JSONL.
 
 One line per study: id, report, the 14 predicted probabilities, the labeler's labels of the
-generated text, the KG entities and retrieved token ids used, the model id and timing.
+generated text, the KG entities and retrieved token ids used, the views used and skipped (with the
+reason, and warnings such as a nearly flat image), the model id and timing.
 Resumable and crash-safe: ids already in the output are skipped; each line goes out in a single
 ``write`` on an O_APPEND descriptor and is fsynced per batch, and a torn last line (power loss)
-is cut on the next run. Failures go to ``<output>.failures.jsonl`` with reasons.
+is cut on the next run. Failures go to ``<output>.failures.jsonl`` with the study id and reasons.
 """
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 from cxr.datasets import load_split, prepare_images
-from cxr.images import load_image
 from cxr.labeler import label_reports
 from cxr.observations import OBSERVATIONS
 from cxr.readers import DatasetKind, ImageCheck, detect_kind, read_dataset
 from cxr.records import DataError, ErrorPolicy, StudyRecord
+from cxr.views import read_views
 from generator.checkpoint import read_run_config
 from generator.engine import Engine, StudyInput
 from generator.model import GenerationResult
@@ -38,9 +39,10 @@ LABEL_NAMES = {1.0: "positive", 0.0: "negative", -1.0: "uncertain"}
 
 @dataclass
 class Failure:
-    id: str | None
+    id: str | None                   # None only for an item the reader could not tie to a study
     stage: str                       # read | image | generate
     reason: str
+    views: list[dict[str, Any]] = field(default_factory=list)   # image: what happened to each view
 
 
 @dataclass
@@ -78,7 +80,7 @@ def read_studies(checkpoint: Path, source: Path | None, split: str | None, image
         root = image_root if image_root is not None else (source if source.is_dir() else source.parent)
         records = read_dataset(kind, source, image_root=root, splits=splits, policy=policy,
                                check_images=ImageCheck.NONE)
-    return records, [Failure(None, "read", m) for m in policy.messages]
+    return records, [Failure(study_id, "read", message) for study_id, message in policy.skips]
 
 
 # ---- the output file -----------------------------------------------------------------------
@@ -127,8 +129,8 @@ def failures_path(output: Path) -> Path:
 
 
 # ---- rows ------------------------------------------------------------------------------------
-def result_row(result: GenerationResult, labels: np.ndarray, engine: Engine, settings: GenerationSettings,
-               batch_seconds: float, batch_size: int) -> dict[str, Any]:
+def result_row(result: GenerationResult, study: StudyInput, labels: np.ndarray, engine: Engine,
+               settings: GenerationSettings, batch_seconds: float, batch_size: int) -> dict[str, Any]:
     return {
         "id": result.study_id,
         "report": result.report,
@@ -139,6 +141,7 @@ def result_row(result: GenerationResult, labels: np.ndarray, engine: Engine, set
         "labels": {o.value: LABEL_NAMES[float(v)] for o, v in zip(OBSERVATIONS, labels) if not np.isnan(v)},
         "kg": {"seeds": list(result.evidence.seeds), "nodes": list(result.evidence.node_ids)},
         "retrieved": result.evidence.retrieved,
+        "views": [asdict(n) for n in study.notes],
         "model": engine.model_id,
         "engine": engine.backend.kind.value,
         "generation": asdict(settings),
@@ -149,19 +152,18 @@ def result_row(result: GenerationResult, labels: np.ndarray, engine: Engine, set
     }
 
 
-def _load(record: StudyRecord, max_views: int) -> StudyInput | Failure:
-    views, problems = [], []
-    for path in record.image_paths[:max_views]:
-        try:
-            views.append(np.asarray(load_image(path)))
-        except DataError as exc:
-            problems.append(str(exc))
+def _load(record: StudyRecord, max_views: int, size: int) -> StudyInput | Failure:
+    """The study's views, decoded and downsized to the model's size (what the engine would do)."""
+    views, notes = read_views(record.image_paths, max_views, size)
     if not views:
-        reason = "; ".join(problems) or "the study lists no image"
-        return Failure(record.study_id, "image", reason)
-    if problems:
-        log.warning("study %s: %d unreadable views skipped: %s", record.study_id, len(problems), problems)
-    return StudyInput(record.study_id, views)
+        reason = "; ".join(n.reason for n in notes if n.reason) or "the study lists no image"
+        return Failure(record.study_id, "image", reason, [asdict(n) for n in notes])
+    for note in notes:
+        if not note.used and note.reason and not note.reason.startswith("beyond"):
+            log.warning("study %s: view skipped: %s", record.study_id, note.reason)
+        for warning in note.warnings:
+            log.warning("study %s: %s: %s", record.study_id, note.view, warning)
+    return StudyInput(record.study_id, views, notes)
 
 
 def _chunks(items: Sequence[StudyRecord], size: int) -> Iterator[Sequence[StudyRecord]]:
@@ -188,7 +190,8 @@ def run_batch(engine: Engine, records: Sequence[StudyRecord], output: Path, batc
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load") as pool:
             # images of batch k+1 decode while batch k generates
-            loads = pool.map(lambda chunk: [_load(r, engine.max_views) for r in chunk], _chunks(todo, batch_size))
+            loads = pool.map(lambda chunk: [_load(r, engine.max_views, engine.image_size) for r in chunk],
+                             _chunks(todo, batch_size))
             for loaded in loads:
                 studies = [s for s in loaded if isinstance(s, StudyInput)]
                 failed = [s for s in loaded if isinstance(s, Failure)]
@@ -230,4 +233,5 @@ def _generate(engine: Engine, studies: list[StudyInput],
             failures += f
         return rows, failures
     labels = label_reports([r.report for r in results])
-    return [result_row(r, labels[i], engine, settings, seconds, len(results)) for i, r in enumerate(results)], []
+    return [result_row(r, study, labels[i], engine, settings, seconds, len(results))
+            for i, (r, study) in enumerate(zip(results, studies))], []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self, TypeVar
 
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cxr.images import normalise, stack_views
+from cxr.views import ViewNote
 from generator.backends import BackendKind, HFBackend, LLMBackend, RemoteVLLMBackend, VLLMBackend
 from generator.checkpoint import ModelBundle, checkpoint_id, load_bundle
 from generator.coverage import announce
@@ -38,6 +39,7 @@ T = TypeVar("T")
 class StudyInput:
     study_id: str
     views: list[np.ndarray]        # (H, W) uint8 grayscale, any size; views past max_views are dropped
+    notes: list[ViewNote] = field(default_factory=list)   # what happened to each view (for the output line)
 
 
 @dataclass

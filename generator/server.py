@@ -28,10 +28,10 @@ from prometheus_client.exposition import choose_encoder
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from generator.api_inputs import read_settings, read_study
+from generator.api_inputs import image_urls, read_settings, read_study
 from generator.api_schema import APIError, ServerConfig, parse_request, validation_error
 from generator.batcher import DynamicBatcher, Job, QueueFullError
-from generator.engine import Engine
+from generator.engine import Engine, StudyInput
 from generator.model import GenerationResult
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,11 @@ access_log_filter = QueryStringFilter()   # serve adds it to the "uvicorn.access
 
 
 # ---- responses --------------------------------------------------------------------------------
-def extension(result: GenerationResult, engine: Engine, seconds: float) -> dict[str, Any]:
+def extension(result: GenerationResult, study: StudyInput, engine: Engine, seconds: float) -> dict[str, Any]:
     return {"observations": result.probabilities, "states": result.states,
             "positive": result.positive, "coverage": result.coverage,
-            "evidence": asdict(result.evidence), "model_id": engine.model_id, "timing_ms": round(seconds * 1000, 1)}
+            "evidence": asdict(result.evidence), "views": [asdict(n) for n in study.notes],
+            "model_id": engine.model_id, "timing_ms": round(seconds * 1000, 1)}
 
 
 def usage(result: GenerationResult) -> dict[str, int]:
@@ -80,6 +81,7 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     batcher = DynamicBatcher(engine, config.max_batch, config.max_wait_ms, config.max_queue, registry)
     metrics = HTTPMetrics(registry)
     keys = [k.encode() for k in config.api_keys]
+    decodes = asyncio.Semaphore(config.max_decodes)   # bounds the decoded images in memory at once
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -164,7 +166,9 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
             raise APIError(404, f"the model {request.model[:64]!r} does not exist; this server serves "
                            f"{config.model_name!r} (GET /v1/models)", param="model", code="model_not_found")
         settings = read_settings(request, engine.default_settings, config)
-        study = await run_in_threadpool(read_study, request, config)   # decoding off the event loop
+        image_urls(request, config, engine.max_views)   # refuse a request with too many views before waiting
+        async with decodes:   # at most config.max_decodes decoding at once, off the event loop
+            study = await run_in_threadpool(read_study, request, config, engine.image_size, engine.max_views)
         loop = asyncio.get_running_loop()
         stream = bool(request.stream)
         job = Job(study, settings, loop.create_future(), asyncio.Queue() if stream else None)
@@ -183,7 +187,7 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
         return {"id": rid, "object": "chat.completion", "created": created, "model": config.model_name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": result.report},
                              "finish_reason": result.finish_reason, "logprobs": None}],
-                "usage": usage(result), "r2genkg": extension(result, engine, time.perf_counter() - t0)}
+                "usage": usage(result), "r2genkg": extension(result, study, engine, time.perf_counter() - t0)}
 
     async def _sse(job: Job, rid: str, created: int, include_usage: bool, t0: float) -> AsyncIterator[str]:
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
@@ -211,7 +215,7 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
                              "param": None, "code": None}}
             yield f"data: {json.dumps(err)}\n\n"
             return
-        yield chunk({}, result.finish_reason, r2genkg=extension(result, engine, time.perf_counter() - t0))
+        yield chunk({}, result.finish_reason, r2genkg=extension(result, job.study, engine, time.perf_counter() - t0))
         if include_usage:
             payload = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": config.model_name,
                        "choices": [], "usage": usage(result)}

@@ -82,7 +82,7 @@ def read_chexpert_plus(
             else None
         )
         if problem:
-            policy.fail(f"{where}: {problem}")
+            policy.fail(f"{where}: {problem}", study_id)
             continue
         if wanted is not None and split not in wanted:
             continue
@@ -94,7 +94,7 @@ def read_chexpert_plus(
             else None
         )
         if problem:
-            policy.fail(f"{where}: study {study_id}: {problem}")
+            policy.fail(f"{where}: study {study_id}: {problem}", study_id)
             continue
         frontal = row["frontal_lateral"].strip().lower() == "frontal"
         study.views.append((0 if frontal else 1, path.rsplit("/", 1)[-1], path))
@@ -102,7 +102,7 @@ def read_chexpert_plus(
     for study_id, study in studies.items():
         paths = tuple(resolve(image_root, p) for _, _, p in sorted(study.views))
         if problem := image_problem(paths, check):
-            policy.fail(f"{study.where}: study {study_id}: {problem}")
+            policy.fail(f"{study.where}: study {study_id}: {problem}", study_id)
             continue
         records.append(StudyRecord(study_id, paths, study.report, study.findings, study.impression,
                                    split=study.split, dataset=DATASET))

@@ -1,7 +1,8 @@
 """Read a folder of chest X-rays into ``StudyRecord``s, from either of two layouts.
 
-(a) ``root/<study_id>/*.png|jpg|jpeg|dcm`` (views sorted by name) + optional ``report.txt``; a DICOM
-    file is known by its content too (a PACS export's ``IM00001`` has no extension);
+(a) ``root/<study_id>/*.png|jpg|jpeg|dcm`` + optional ``report.txt``; views sorted by name, then
+    DICOM files whose ViewPosition is lateral (LL, LATERAL, …) after the rest; a DICOM file is known
+    by its content too (a PACS export's ``IM00001`` has no extension);
 (b) a CSV manifest ``study_id,image_path[,view,report,split]``, several rows (views) per study;
     with a ``view`` column (PA, AP, FRONTAL, LATERAL, LL, …) frontal views come first.
 """
@@ -23,6 +24,7 @@ from cxr.readers.common import (
     wanted_splits,
 )
 from cxr.records import DataError, ErrorPolicy, StudyRecord
+from cxr.views import frontal_first, view_rank
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +39,6 @@ class _ManifestStudy:
     report: str
     views: list[Path] = field(default_factory=list)
     ranks: list[int] = field(default_factory=list)   # from the optional view column: frontal 0, lateral 1
-
-
-FRONTAL_VIEWS = frozenset({"PA", "AP", "FRONTAL", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD", "PA RLD"})
-
-
-def view_rank(view: str) -> int:
-    """0 for a frontal view, 1 for anything else (lateral, LL, …), 0 when the column is empty."""
-    view = view.strip().upper()
-    return 0 if not view or view in FRONTAL_VIEWS else 1
 
 
 def read_folder(
@@ -99,9 +92,9 @@ def _read_study_folders(root: Path, policy: ErrorPolicy, check: ImageCheck, data
         problem = problem or ("no image files (.png, .jpg, .jpeg, .dcm)" if not views else None)
         problem = problem or image_problem(views, check)
         if problem:
-            policy.fail(f"{where}: {problem}")
+            policy.fail(f"{where}: {problem}", entry.name)
             continue
-        records.append(StudyRecord(entry.name, tuple(views), report, dataset=dataset))
+        records.append(StudyRecord(entry.name, tuple(frontal_first(views)), report, dataset=dataset))
     return records
 
 
@@ -137,7 +130,7 @@ def _read_manifest(
         problem = ("empty study_id" if not study_id else "empty image_path" if not image
                    else f"unknown split {raw_split!r}" if split is None else None)
         if problem:
-            policy.fail(f"{where}: {problem}")
+            policy.fail(f"{where}: {problem}", study_id)
             continue
         if wanted is not None and split not in wanted:
             continue
@@ -148,7 +141,7 @@ def _read_manifest(
             if report and study.report and report != study.report else None
         )
         if problem:
-            policy.fail(f"{where}: study {study_id}: {problem}")
+            policy.fail(f"{where}: study {study_id}: {problem}", study_id)
             continue
         study.report = study.report or report
         study.views.append(root / image)
@@ -156,7 +149,7 @@ def _read_manifest(
     records = []
     for study_id, study in studies.items():
         if problem := image_problem(study.views, check):
-            policy.fail(f"{study.where}: study {study_id}: {problem}")
+            policy.fail(f"{study.where}: study {study_id}: {problem}", study_id)
             continue
         ordered = tuple(v for _, v in sorted(zip(study.ranks, study.views), key=lambda rv: rv[0]))  # stable
         records.append(StudyRecord(study_id, ordered, study.report,

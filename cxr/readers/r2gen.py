@@ -103,7 +103,7 @@ def read_r2gen(
             paths = () if problem else tuple(resolve(image_root, p) for p in item["image_path"])
             problem = problem or image_problem(paths, check)
             if problem:
-                policy.fail(f"{where}: {problem}")
+                policy.fail(f"{where}: {problem}", item_id if isinstance(item_id, str) else None)
                 continue
             seen.add(item_id)
             records.append(StudyRecord(item_id, paths, item["report"], split=split, dataset=dataset))

@@ -191,3 +191,58 @@ def test_unsupported_and_missing_files(tmp_path):
         load_image(tmp_path / "y.png")
     with pytest.raises(DataError, match=r"gone\.png: image file not found"):
         load_image(tmp_path / "gone.png")
+
+
+# --- memory: limits from the header, one DICOM frame, row blocks -------------------------------
+def _png16(values: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(values.astype(np.uint16)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_decoded_bytes_are_charged_from_the_header_across_a_request():
+    from cxr.images import DecodeLimits, ImageTooLargeError, decode_image_bytes
+
+    data = _png16(np.full((300, 200), 4095))
+    limits = DecodeLimits(max_pixels=300 * 200, max_bytes=200_000)
+    assert np.asarray(decode_image_bytes(data, "image 0", limits)).max() == 255   # 120,000 bytes
+    with pytest.raises(ImageTooLargeError, match=r"image 1: decodes to 120,000 bytes \(200×300, PNG mode I;16\) "
+                       r"\(with 120,000 bytes of the other images\), over the limit of 200,000"):
+        decode_image_bytes(data, "image 1", limits)
+    with pytest.raises(ImageTooLargeError, match="60,000 pixels, over the limit of 59,999"):
+        decode_image_bytes(data, "x", DecodeLimits(max_pixels=59_999))
+
+
+def test_a_multi_frame_dicom_decodes_and_is_charged_for_its_first_frame_only(tmp_path):
+    from cxr.images import DecodeLimits, decode_image_bytes
+
+    frames = np.stack([np.full((40, 50), 100 * (k + 1), dtype=np.uint16) for k in range(6)])
+    frames[0, 0, 0] = 0   # frame 0 is not constant: min-max gives 0 and 255
+    data = write_dicom(tmp_path / "m.dcm", frames, 12).read_bytes()
+    limits = DecodeLimits(max_bytes=40 * 50 * 2)   # one 16-bit frame fits, six would not
+    view = np.asarray(decode_image_bytes(data, "image 0", limits))
+    assert view.shape == (40, 50) and view[0, 0] == 0 and view[1, 1] == 255 and limits.used == 4000
+
+
+def test_row_blocks_give_the_same_pixels_as_one_pass(monkeypatch):
+    """A 16-bit PNG taller than one block: identical to the whole-image formula."""
+    import cxr.images as images
+
+    values = np.random.default_rng(0).integers(0, 4096, (600, 40))
+    monkeypatch.setattr(images, "_ROWS", 64)
+    got = np.asarray(images.decode_image_bytes(_png16(values)))
+    want = np.clip(np.rint(values * (255.0 / 4095)), 0, 255).astype(np.uint8)
+    assert np.array_equal(got, want)
+
+
+def test_a_nearly_flat_view_is_warned_about():
+    from cxr.views import view_warnings
+
+    rng = np.random.default_rng(0)
+    assert view_warnings(rng.integers(0, 256, (64, 64), dtype=np.uint8)) == []
+    dark = rng.integers(0, 15, (64, 64), dtype=np.uint8)   # a 12-bit image scaled by 65535: 0..14
+    (warning,) = view_warnings(dark)
+    assert warning.startswith("nearly flat: 98% of its pixels lie within gray levels 0–14 of 255")
+    assert view_warnings(np.full((8, 8), 200, dtype=np.uint8))

@@ -292,6 +292,7 @@ def test_folder_bad_images_strict_and_lenient(tmp_path):
     policy = ErrorPolicy.lenient()
     assert [r.study_id for r in read_folder(root, policy=policy)] == ["s1", "s2"]
     assert policy.skipped == 2 and "study s4: no image files" in policy.messages[1]
+    assert [study_id for study_id, _ in policy.skips] == ["s3", "s4"]   # run_batch's failures carry the id
     assert len(read_folder(root, policy=ErrorPolicy.lenient(), check_images="none")) == 3
 
 
@@ -345,3 +346,29 @@ def test_read_dataset_dispatch(iu_annotation, tmp_path):
     assert len(read_dataset("folder", root, check_images="exists")) == 2
     with pytest.raises(ValueError):
         read_dataset("nifti", root)
+
+
+def test_folder_orders_dicom_views_by_view_position(tmp_path):
+    """File names say nothing (a PACS export): ViewPosition LL / LATERAL goes after PA / AP."""
+    import numpy as np
+
+    from tests.cxr.test_images import write_dicom
+
+    study = tmp_path / "data" / "s1"
+    study.mkdir(parents=True)
+    pixels = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    write_dicom(study / "IM00001", pixels, 12, ViewPosition="LL")
+    write_dicom(study / "IM00002", pixels, 12, ViewPosition="PA")
+    write_dicom(study / "IM00003", pixels, 12, ViewPosition="LATERAL")
+    write_dicom(study / "IM00004", pixels, 12)                          # no ViewPosition: kept in place
+    write_dicom(study / "IM00005", pixels, 12, ViewPosition="AP")
+    (record,) = read_folder(tmp_path / "data")
+    assert [p.name for p in record.image_paths] == ["IM00002", "IM00004", "IM00005", "IM00001", "IM00003"]
+
+
+def test_lenient_skips_carry_the_study_id_in_every_reader(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("study_id,image_path,split\nst9,a.png,nonsense\n")
+    policy = ErrorPolicy.lenient()
+    read_folder(manifest, policy=policy, check_images="none")
+    assert policy.skips == [("st9", policy.messages[0])] and "unknown split" in policy.messages[0]

@@ -158,3 +158,29 @@ def test_bad_inputs_exit_2_and_keep_the_output(tiny_checkpoint, tmp_path):
     assert proc.returncode == 2 and "not a checkpoint" in proc.stderr
     proc = run_script(tiny_checkpoint, "--input", root, "--output", tmp_path / "y.jsonl", "--engine", "tpu")
     assert proc.returncode == 2 and "tpu" in proc.stderr
+
+
+def test_every_line_says_which_views_were_used_and_which_skipped(tiny_checkpoint, tmp_path):
+    """An unreadable view, a view past max_views (2) and a nearly flat view are in the study's line;
+    an empty study folder is in the failures file with its id (it was "id": null)."""
+    root = tmp_path / "studies"
+    png(root / "mixed" / "a.png", 1)
+    (root / "mixed" / "b.png").write_bytes(b"truncated, not a png")
+    png(root / "mixed" / "c.png", 2)
+    png(root / "mixed" / "d.png", 3)
+    Image.fromarray(np.full((64, 64), 9, dtype=np.uint8)).save((root / "flat").mkdir(parents=True) or
+                                                               root / "flat" / "a.png")
+    (root / "empty").mkdir()
+    out = tmp_path / "out.jsonl"
+    proc = run_script(tiny_checkpoint, "--input", root, "--output", out)
+    assert proc.returncode == 1, proc.stderr
+    rows = {r["id"]: r for r in lines(out)}
+    views = rows["mixed"]["views"]
+    assert [(Path(v["view"]).name, v["used"]) for v in views] == [("a.png", True), ("b.png", False),
+                                                                 ("c.png", True), ("d.png", False)]
+    assert "unrecognised image format" in views[1]["reason"] and "max_views=2" in views[3]["reason"]
+    assert all(not v["warnings"] for v in views)
+    flat = rows["flat"]["views"][0]
+    assert flat["used"] and "nearly flat" in flat["warnings"][0]
+    failed = lines(failures_path(out))
+    assert [(f["id"], f["stage"]) for f in failed] == [("empty", "read")] and "no image files" in failed[0]["reason"]

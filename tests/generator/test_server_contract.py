@@ -153,3 +153,50 @@ def test_query_strings_on_v1_never_reach_the_access_log(engine):  # noqa: F811
     assert any("/v1/models" in line for line in handler.lines), handler.lines
     assert not any("sk-leaked" in line for line in handler.lines), handler.lines
     assert any("/health?probe=1" in line for line in handler.lines), handler.lines   # only /v1 is cut
+
+
+def test_views_beyond_max_views_are_refused_not_dropped(served, engine):  # noqa: F811
+    assert engine.max_views == 2
+    got, answer, _ = post(served, json.dumps({"model": "r2genkg", "messages": message(
+        *(data_uri(pixels(30 + i)) for i in range(3)))}))
+    error = error_of(answer)
+    assert got == 400 and "at most 2 views" in error["message"] and error["code"] == "too_many_images"
+
+
+def test_the_response_says_what_happened_to_each_view(served):
+    import numpy as np
+
+    flat = np.full((96, 96), 12, dtype=np.uint8)
+    got, answer, _ = post(served, json.dumps({"model": "r2genkg", "max_tokens": 8,
+                                              "messages": message(data_uri(pixels(40)), data_uri(flat))}))
+    assert got == 200, answer
+    views = answer["r2genkg"]["views"]
+    assert [(v["view"], v["used"], v["reason"]) for v in views] == [("image 0", True, None), ("image 1", True, None)]
+    assert views[0]["warnings"] == [] and "nearly flat" in views[1]["warnings"][0]
+
+
+def test_decoded_bytes_are_bounded_per_request(engine):  # noqa: F811
+    """Two 16-bit 300×300 PNGs decode to 180,000 bytes each: under a 300,000-byte request limit the
+    second is refused (413) from its header; one alone is served."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from generator.api_schema import ServerConfig
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 4096, (300, 300), dtype=np.uint16)).save(buf, "PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    s = Served(create_app(engine, ServerConfig(api_keys=(KEY,), max_decoded_bytes=300_000)))
+    try:
+        got, answer, _ = post(s, json.dumps({"model": "r2genkg", "messages": message(uri, uri)}))
+        error = error_of(answer)
+        assert got == 413 and error["code"] == "image_too_large", answer
+        assert "image 1: decodes to 180,000 bytes (300×300, PNG mode I;16)" in error["message"]
+        assert "over the limit of 300,000 decoded bytes per request" in error["message"]
+        got, answer, _ = post(s, json.dumps({"model": "r2genkg", "max_tokens": 8, "messages": message(uri)}))
+        assert got == 200, answer
+    finally:
+        s.stop()
