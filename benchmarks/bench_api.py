@@ -5,7 +5,8 @@ HF engine on CPU), then side by side in one run, each for --seconds:
   sequential   one openai client, one request at a time;
   concurrent   16 client threads (dynamic batching groups their requests).
 Requests are chat completions with one test phantom as a PNG data URI, the same max_tokens.
-Prints requests/s, the ratio concurrent/sequential (target >= 4x), p50/p95 latency and errors.
+Shows each phase as it runs (requests done every 10 s), then requests/s, the ratio
+concurrent/sequential (target >= 5x, with 0 errors), p50/p95 latency and errors.
 Needs: a checkpoint (the README's main job writes outputs/runs/debug/best).
 Run:   .venv/bin/python benchmarks/bench_api.py [--checkpoint DIR] [--seconds 60] [--clients 16]
 """
@@ -90,8 +91,18 @@ def load(port: int, key: str, uris: list[str], clients: int, seconds: float, max
             i += clients
 
     t0 = time.perf_counter()
+    finished = threading.Event()
+
+    def ticker() -> None:   # a line every 10 s: a 2-minute run is not silent
+        while not finished.wait(10):
+            with lock:
+                done, failed = len(latencies), errors
+            print(f"  {time.perf_counter() - t0:5.0f} s: {done} requests, {failed} errors", flush=True)
+
+    threading.Thread(target=ticker, daemon=True).start()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client_loop, range(clients)))
+    finished.set()
     wall = time.perf_counter() - t0
     lat = np.array(latencies) * 1000
     return {"requests": len(latencies), "errors": errors, "seconds": wall, "rps": len(latencies) / wall,
@@ -111,13 +122,16 @@ def main() -> None:
         raise SystemExit(f"{args.checkpoint}: no checkpoint here (no config.yaml); run the README's main job "
                          "first (`r2genkg pipeline`, which writes outputs/runs/debug/best), or pass --checkpoint")
     key = secrets.token_urlsafe(16)
+    print(f"loading test images and {args.checkpoint} …", flush=True)
     uris = payloads(args.checkpoint)
     with Engine.from_checkpoint(args.checkpoint, EngineConfig(device="cpu", micro_batch=args.clients)) as engine:
         server, port = serve(engine, key, max_batch=args.clients)
-        load(port, key, uris, 1, 2.0, args.max_tokens)                     # warm-up
-        rows = {"sequential (1 client)": load(port, key, uris, 1, args.seconds, args.max_tokens),
-                f"concurrent ({args.clients} clients)": load(port, key, uris, args.clients, args.seconds,
-                                                             args.max_tokens)}
+        print("warming up (2 s) …", flush=True)
+        load(port, key, uris, 1, 2.0, args.max_tokens)
+        rows = {}
+        for name, clients in (("sequential (1 client)", 1), (f"concurrent ({args.clients} clients)", args.clients)):
+            print(f"{name} for {args.seconds:.0f} s …", flush=True)
+            rows[name] = load(port, key, uris, clients, args.seconds, args.max_tokens)
         server.should_exit = True
     base = rows["sequential (1 client)"]["rps"]
     print(f"{engine.model_id}, HF engine on CPU, max_tokens={args.max_tokens}, {args.seconds:.0f} s each")
