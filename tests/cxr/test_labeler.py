@@ -94,6 +94,9 @@ CASES: list[tuple[str, dict[Observation, float]]] = [
     ("XXXX right pleural thickening versus XXXX pleural effusion is noted.", {PO: -1, PE: -1}),
     ("Mild blunting left costophrenic recess, possibly mild atelectasis or scarring.", {AT: -1, LO: -1}),
     ("Probable XXXX residual left pneumothorax.", {PX: -1}),
+    ("Additional fractures cannot entirely be excluded.", {FR: -1}),
+    (("There is a vague right suprahilar density with elevation of the XXXX fissure most XXXX mild "
+      "subsegmental atelectasis though superimposed infection cannot be entirely excluded."), {AT: 1, PN: -1}),
     # --- positives, pseudo-negation, resolution ---------------------------------------------
     ("Stable cardiomegaly.", {CM: 1}),
     ("Mild cardiomegaly.", {CM: 1}),
@@ -183,6 +186,25 @@ REPORTS: list[tuple[str, dict[Observation, float]]] = [
 ]
 
 
+# Hand-written (not IU): a denied exclusion or a denied "unlikely" is a hedge, never a negation,
+# and an uncertain finding leaves No Finding blank.
+HEDGES: list[tuple[str, dict[Observation, float]]] = [
+    ("Pneumothorax is not excluded.", {PX: -1}),
+    ("It is not unlikely that there is a small left effusion.", {PE: -1}),
+    ("Effusion is not unlikely.", {PE: -1}),
+    ("Pneumothorax cannot be excluded.", {PX: -1}),
+    ("Pneumothorax cannot be completely excluded.", {PX: -1}),
+    ("A small pneumothorax is not ruled out.", {PX: -1}),
+    ("Pneumonia can't be ruled out.", {PN: -1}),
+    ("Cannot completely exclude pneumothorax.", {PX: -1}),
+    ("Does not exclude a small effusion.", {PE: -1}),
+    # "unlikely" alone negates, within its clause; "ruled out" alone still negates
+    ("Pneumothorax is unlikely.", {PX: 0, NF: 1}),
+    ("Small left effusion, pneumonia is unlikely.", {PE: 1, PN: 0}),
+    ("Pneumothorax has been ruled out.", {PX: 0, NF: 1}),
+]
+
+
 @pytest.fixture(scope="module")
 def labeler() -> ReportLabeler:
     return ReportLabeler()
@@ -215,6 +237,11 @@ def test_table_is_real_and_covers_everything(corpus):
 
 @pytest.mark.parametrize("sentence,expected", CASES, ids=[s[:50] for s, _ in CASES])
 def test_sentence(labeler, sentence, expected):
+    _check(labeler, sentence, expected)
+
+
+@pytest.mark.parametrize("sentence,expected", HEDGES, ids=[s for s, _ in HEDGES])
+def test_denied_exclusion_and_double_negation_are_uncertain(labeler, sentence, expected):
     _check(labeler, sentence, expected)
 
 
@@ -277,3 +304,12 @@ def test_phrase_matcher_modes_and_longest_match():
     assert len(chexpert.find_all(words)) == 6                   # every overlapping match
     assert exact.longest_at(words, 0).last == 3 and exact.longest_at(words, 4) is None
     assert exact.longest_at(words, 7) is None                  # past the end
+
+
+def test_phrase_matcher_prefers_the_more_specific_of_equally_long_phrases():
+    """"not excluded" (a hedge) must win over the prefix "not exclude" whatever the listing order."""
+    from cxr.labeler.phrases import PhraseMatcher
+
+    for entries in ([("not exclude", "prefix"), ("not excluded", "exact")],
+                    [("not excluded", "exact"), ("not exclude", "prefix")]):
+        assert [m.payload for m in PhraseMatcher(entries).find_longest(["not", "excluded"])] == ["exact"]
