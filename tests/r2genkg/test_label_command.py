@@ -184,8 +184,8 @@ def test_cp1252_file_is_read_with_a_one_line_warning(tmp_path, caplog):
     assert rows[1]["Reports"] == "Small left effusion \u2013 unchanged, 2\u00b0 review."
     assert rows[1]["Pleural Effusion"] == "1.0"
     offset = text.encode("cp1252").index(b"\x96")
-    assert _warnings(caplog) == [f"{tmp_path / 'in.csv'}: byte 0x96 at offset {offset} is not UTF-8; "
-                                 "read as cp1252 (Windows Latin-1)"]
+    notice = f"{tmp_path / 'in.csv'}: byte 0x96 at offset {offset} is not UTF-8; read as cp1252 (Windows Latin-1)"
+    assert _warnings(caplog) == [notice]
 
 
 def test_undecodable_file_fails_with_one_line_naming_file_and_offset(tmp_path):
