@@ -3,7 +3,8 @@
 ``ReportLabeler().label(report)`` → ``ReportLabels``; ``label_reports(reports)`` → (N, 14) array.
 """
 from cxr.labeler.labeler import Mention, ReportLabeler, ReportLabels, label_reports, split_sentences
+from cxr.labeler.language import Unread
 from cxr.labeler.stats import LabelRates, format_rates, label_rates
 
-__all__ = ["LabelRates", "Mention", "ReportLabeler", "ReportLabels", "format_rates", "label_rates",
+__all__ = ["LabelRates", "Mention", "ReportLabeler", "ReportLabels", "Unread", "format_rates", "label_rates",
            "label_reports", "split_sentences"]

@@ -2,9 +2,11 @@
 
 report → sentences → tokens → scopes + mentions (per sentence) → aggregate per observation
 (positive > uncertain > negative) → No Finding. ``label_reports`` gives an (N, 14) float64 array.
+An empty or non-English report is all blank (``ReportLabels.unread`` says why).
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -13,10 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from cxr.labeler.language import Unread, unread_reason
 from cxr.labeler.mentions import find_mentions
 from cxr.labeler.phrases import tokenize
 from cxr.labeler.rules import find_scopes
 from cxr.observations import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, Observation
+
+log = logging.getLogger(__name__)
 
 # step 1: a sentence ends at . ! ? followed by white space or the end, at a "." glued to the next
 # capitalised word ("bilaterally.There"), or at a blank line. "3.5 cm" is not split.
@@ -70,11 +75,13 @@ class ReportLabels:
 
     ``other_findings`` are mentions of CheXpert's "no_finding" vocabulary (emphysema, scoliosis,
     granuloma, …): not one of the 14, but a positive / uncertain one rules out No Finding.
+    ``unread`` is set when the report could not be read (empty, not English): all 14 are blank.
     """
 
     values: dict[Observation, float | None]
     mentions: list[Mention] = field(default_factory=list)
     other_findings: list[Mention] = field(default_factory=list)
+    unread: Unread | None = None
 
     def as_array(self) -> np.ndarray:
         """(14,) float64 in column order, NaN for blank."""
@@ -89,17 +96,21 @@ class ReportLabeler:
     positive, else uncertain if any is uncertain, else negative if mentioned, else blank.
     No Finding is 1.0 when no observation other than Support Devices, and no "other finding"
     (CheXpert's no_finding list: emphysema, scoliosis, granuloma, …), is positive or uncertain;
-    otherwise blank (never 0.0). As in CheXpert, a report that mentions nothing gets No Finding
-    1.0. Unlike CheXpert we do not turn "CHF" / "heart failure" into uncertain Cardiomegaly.
+    otherwise blank (never 0.0). As in CheXpert, an English report that mentions nothing gets No
+    Finding 1.0; a report with no words, or one that is not English (see ``language.py``), gets
+    all blanks: it says nothing we can read. Unlike CheXpert we do not turn "CHF" / "heart failure"
+    into uncertain Cardiomegaly.
     """
 
     def label(self, report: str) -> ReportLabels:
         values: dict[Observation, float | None] = dict.fromkeys(OBSERVATIONS)
         mentions: list[Mention] = []
         others: list[Mention] = []
+        all_words: list[str] = []
         for sent in split_sentences(report or ""):
             tokens = tokenize(sent.text, sent.start)
             words = [t.text for t in tokens]
+            all_words += words
             for raw in find_mentions(words, find_scopes(words)):
                 start, end = tokens[raw.first].start, tokens[raw.last - 1].end
                 mention = Mention(raw.observation, raw.label, report[start:end], sent.text, start, end)
@@ -110,6 +121,9 @@ class ReportLabeler:
                 cur = values[raw.observation]
                 if cur is None or _RANK[raw.label] > _RANK[cur]:
                     values[raw.observation] = raw.label
+        unread = unread_reason(all_words)
+        if unread is not None:
+            return ReportLabels(dict.fromkeys(OBSERVATIONS), unread=unread)
         finding = any(values[o] in (POSITIVE, UNCERTAIN) for o in OBSERVATIONS if o not in _NOT_FINDINGS)
         finding = finding or any(m.label in (POSITIVE, UNCERTAIN) for m in others)
         values[Observation.NO_FINDING] = None if finding else POSITIVE
@@ -120,9 +134,15 @@ class ReportLabeler:
 
 
 def label_reports(reports: Sequence[str]) -> np.ndarray:
-    """(N, 14) float64 labels in column order, NaN for blank."""
+    """(N, 14) float64 labels in column order, NaN for blank. Non-English reports (all blank) are
+    counted in one warning."""
     labeler = ReportLabeler()
     out = np.full((len(reports), len(OBSERVATIONS)), np.nan, dtype=np.float64)
+    foreign = 0
     for i, report in enumerate(reports):
-        out[i] = labeler.label(report).as_array()
+        result = labeler.label(report)
+        out[i] = result.as_array()
+        foreign += result.unread is Unread.NOT_ENGLISH
+    if foreign:
+        log.warning("%d of %d reports are not English text: their labels are left blank", foreign, len(reports))
     return out

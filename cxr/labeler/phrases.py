@@ -87,8 +87,10 @@ class PhraseMatcher(Generic[P]):
         for raw, payload in entries:
             phrase = raw if isinstance(raw, Phrase) else Phrase.parse(raw)
             self._buckets[phrase.words[0][: self.KEY]].append((phrase, payload))
-        for bucket in self._buckets.values():   # longest first: callers keep the first hit
-            bucket.sort(key=lambda e: -len(e[0].words))
+        # longest first, in words and then in letters, so callers that keep the first hit keep
+        # the most specific phrase: "not excluded" over the prefix "not exclude"
+        for bucket in self._buckets.values():
+            bucket.sort(key=lambda e: (-len(e[0].words), -sum(map(len, e[0].words))))
         self._first: dict[str, tuple[tuple[Phrase, P], ...]] = {}
 
     def _word(self, token: str, word: str, prefix: bool) -> bool:

@@ -31,6 +31,24 @@ class Direction(str, Enum):
 N, U, PS, T = Polarity.NEGATION, Polarity.UNCERTAINTY, Polarity.PSEUDO, Polarity.TERMINATOR
 F, B, BOTH = Direction.FORWARD, Direction.BACKWARD, Direction.BOTH
 
+# A denied exclusion is a hedge, not a negation: "cannot (entirely) be excluded", "is not ruled
+# out", "cannot exclude". The matcher keeps the longest trigger, so these beat "not" / "ruled out".
+_DENIALS = ("not", "cannot", "can not", "could not", "can t")
+_ADVERBS = ("entirely", "completely", "fully", "totally", "definitely", "definitively", "confidently",
+            "reliably", "certainly")
+
+
+def _denied_exclusions(verbs: tuple[str, ...], passive: bool) -> tuple[str, ...]:
+    """Every "<denial> [adverb] [be] [adverb] <verb>" phrase, at most one adverb."""
+    middles = [""] + [f"{a} " for a in _ADVERBS]
+    if passive:
+        middles += ["be "] + [f"be {a} " for a in _ADVERBS] + [f"{a} be " for a in _ADVERBS]
+    return tuple(f"{neg} {mid}{verb}" for neg in _DENIALS for mid in middles for verb in verbs)
+
+
+DENIED_EXCLUSION_BACKWARD = _denied_exclusions(("excluded", "ruled out"), passive=True)
+DENIED_EXCLUSION_FORWARD = _denied_exclusions(("exclude_", "rule out"), passive=False)
+
 TRIGGERS: dict[tuple[Polarity, Direction], tuple[str, ...]] = {
     (N, F): ("no_", "not_", "without", "negative for", "free of", "clear of", "absence of",
              "resolution of", "removal of", "neither", "nor_", "lack of", "never", "rather than",
@@ -38,20 +56,17 @@ TRIGGERS: dict[tuple[Polarity, Direction], tuple[str, ...]] = {
     (N, B): ("not seen", "not identified", "not visualized", "not visible", "not present",
              "not appreciated", "not demonstrated", "not evident", "not noted", "not detected",
              "not apparent", "not shown", "absent", "cleared", "removed", "ruled out", "gone_"),
-    (N, BOTH): ("no longer", "resolved"),
+    (N, BOTH): ("no longer", "resolved", "unlikely"),
     (U, F): ("possible", "possibly", "probable", "probably", "likely", "may_", "might", "could",
-             "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
-             "not exclude", "questionable", "question", "suspicious", "suspicion", "suspect_",
+             *DENIED_EXCLUSION_FORWARD, "questionable", "question", "suspicious", "suspicion", "suspect_",
              "concerning for", "concern for", "worrisome for", "suggest", "suggestion of",
              "borderline", "equivocal", "indeterminate", "differential", "rule out", "presum",
              "perhaps", "potential", "consider", "uncertain", "favor", "evaluation of",
              "evaluation for", "evaluate for", "to evaluate", "assess for"),
-    (U, B): ("not excluded", "not be excluded", "cannot be excluded", "can not be excluded",
-             "could not be excluded", "not ruled out", "cannot be ruled out", "not be ruled out",
-             "may be present", "may be seen", "?"),
+    (U, B): (*DENIED_EXCLUSION_BACKWARD, "may be present", "may be seen", "?"),
     (U, BOTH): ("versus", "vs_", "difficult to exclude", "suspected", "is possible", "are possible",
                 "is suspected", "are suspected", "is questioned", "is likely", "are likely",
-                "is probable", "is questionable"),
+                "is probable", "is questionable", "not unlikely"),   # "not unlikely": a double negation
     (PS, F): ("no change", "no changes", "no significant change", "no interval change",
               "no significant interval change", "no appreciable change", "no substantial change",
               "no definite change", "no acute change", "no xxxx change", "no significant xxxx change",
@@ -73,9 +88,11 @@ CLAUSE_STARTERS = frozenset(["there", "the", "this", "it", "these", "which", "he
 BACK_TRANSPARENT = frozenset({"which", "that"})   # "opacity which has resolved"
 MAX_SCOPE = 20
 # triggers that reach only a few words on one side: "atelectasis versus scarring" leaves the
-# "opacity" earlier in the clause alone; "resolved interstitial edema" but "resolved, small ..."
+# "opacity" earlier in the clause alone; "resolved interstitial edema" but "resolved, small ...";
+# "small effusion, pneumonia is unlikely" leaves the effusion alone
 REACH: dict[tuple[str, ...], tuple[int, int]] = {
     ("versus",): (3, MAX_SCOPE), ("vs",): (3, MAX_SCOPE), ("resolved",): (MAX_SCOPE, 3),
+    ("unlikely",): (3, MAX_SCOPE), ("not", "unlikely"): (3, MAX_SCOPE),
 }
 
 

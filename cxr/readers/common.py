@@ -1,17 +1,22 @@
-"""Pieces every reader shares: split names, text tidying, image checks and CSV rows with line numbers.
+"""Pieces every reader shares: split names, text tidying, text decoding, image checks and CSV rows
+with line numbers.
 
 CSV rows come out as ``(index, line, row)``; malformed rows (too many / too few fields) are
 reported through the ``ErrorPolicy`` and never reach the reader.
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import logging
 from collections.abc import Collection, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
 
 from cxr.images import load_image
 from cxr.records import DataError, ErrorPolicy
+
+log = logging.getLogger(__name__)
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -56,6 +61,30 @@ def wanted_splits(splits: Sequence[str] | None) -> frozenset[str] | None:
 def tidy(text: str) -> str:
     """Collapse every whitespace run (newlines included) to one space and strip."""
     return " ".join(text.split())
+
+
+def read_text(path: Path) -> str:
+    """A text file as UTF-8, its byte order mark dropped. A file that is not UTF-8 (a Windows /
+    Latin-1 export) is read as cp1252 with a one-line warning naming the first non-UTF-8 byte;
+    one that is neither is a ``DataError`` naming the file and the byte offsets."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc})") from exc
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = skip + exc.start
+        not_utf8 = f"byte 0x{data[at]:02x} at offset {at} is not UTF-8"
+    try:
+        text = data[skip:].decode("cp1252")
+    except UnicodeDecodeError as exc:
+        at = skip + exc.start
+        raise DataError(f"{path}: unknown text encoding: {not_utf8}, byte 0x{data[at]:02x} at offset {at} "
+                        "is not cp1252 either; save the file as UTF-8") from exc
+    log.warning("%s: %s; read as cp1252 (Windows Latin-1)", path, not_utf8)
+    return text
 
 
 def resolve(root: Path | None, relative: str) -> Path:

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from cxr.labeler import ReportLabeler, label_reports, split_sentences
+from cxr.labeler import ReportLabeler, Unread, label_reports, split_sentences
 from cxr.observations import OBSERVATIONS, Observation
 
 O = Observation
@@ -94,6 +94,9 @@ CASES: list[tuple[str, dict[Observation, float]]] = [
     ("XXXX right pleural thickening versus XXXX pleural effusion is noted.", {PO: -1, PE: -1}),
     ("Mild blunting left costophrenic recess, possibly mild atelectasis or scarring.", {AT: -1, LO: -1}),
     ("Probable XXXX residual left pneumothorax.", {PX: -1}),
+    ("Additional fractures cannot entirely be excluded.", {FR: -1}),
+    (("There is a vague right suprahilar density with elevation of the XXXX fissure most XXXX mild "
+      "subsegmental atelectasis though superimposed infection cannot be entirely excluded."), {AT: 1, PN: -1}),
     # --- positives, pseudo-negation, resolution ---------------------------------------------
     ("Stable cardiomegaly.", {CM: 1}),
     ("Mild cardiomegaly.", {CM: 1}),
@@ -183,6 +186,25 @@ REPORTS: list[tuple[str, dict[Observation, float]]] = [
 ]
 
 
+# Hand-written (not IU): a denied exclusion or a denied "unlikely" is a hedge, never a negation,
+# and an uncertain finding leaves No Finding blank.
+HEDGES: list[tuple[str, dict[Observation, float]]] = [
+    ("Pneumothorax is not excluded.", {PX: -1}),
+    ("It is not unlikely that there is a small left effusion.", {PE: -1}),
+    ("Effusion is not unlikely.", {PE: -1}),
+    ("Pneumothorax cannot be excluded.", {PX: -1}),
+    ("Pneumothorax cannot be completely excluded.", {PX: -1}),
+    ("A small pneumothorax is not ruled out.", {PX: -1}),
+    ("Pneumonia can't be ruled out.", {PN: -1}),
+    ("Cannot completely exclude pneumothorax.", {PX: -1}),
+    ("Does not exclude a small effusion.", {PE: -1}),
+    # "unlikely" alone negates, within its clause; "ruled out" alone still negates
+    ("Pneumothorax is unlikely.", {PX: 0, NF: 1}),
+    ("Small left effusion, pneumonia is unlikely.", {PE: 1, PN: 0}),
+    ("Pneumothorax has been ruled out.", {PX: 0, NF: 1}),
+]
+
+
 @pytest.fixture(scope="module")
 def labeler() -> ReportLabeler:
     return ReportLabeler()
@@ -215,6 +237,11 @@ def test_table_is_real_and_covers_everything(corpus):
 
 @pytest.mark.parametrize("sentence,expected", CASES, ids=[s[:50] for s, _ in CASES])
 def test_sentence(labeler, sentence, expected):
+    _check(labeler, sentence, expected)
+
+
+@pytest.mark.parametrize("sentence,expected", HEDGES, ids=[s for s, _ in HEDGES])
+def test_denied_exclusion_and_double_negation_are_uncertain(labeler, sentence, expected):
     _check(labeler, sentence, expected)
 
 
@@ -253,8 +280,61 @@ def test_label_reports_shape_and_nan():
     px, cm, nf = (OBSERVATIONS.index(o) for o in (PX, CM, NF))
     assert arr[0, px] == 0.0 and arr[0, nf] == 1.0 and math.isnan(arr[0, cm])
     assert arr[2, cm] == 1.0 and math.isnan(arr[2, nf])
-    assert np.isnan(arr[1]).sum() == 13   # nothing mentioned: only No Finding (CheXpert convention)
+    assert np.isnan(arr[1]).all()   # an empty report says nothing: no No Finding either
     assert label_reports([]).shape == (0, 14)
+
+
+@pytest.mark.parametrize("report", ["", "   ", "\n\n", "--", "2."])
+def test_empty_report_is_all_blank_not_no_finding(labeler, report):
+    result = labeler.label(report)
+    assert result.unread is Unread.EMPTY
+    assert all(v is None for v in result.values.values()), result.values
+
+
+def test_english_report_that_mentions_nothing_still_gets_no_finding(labeler):
+    """CheXpert's convention holds for text we can read: only unreadable text is all blank."""
+    result = labeler.label("No acute cardiopulmonary abnormality.")
+    assert result.unread is None and result.values[NF] == 1.0
+
+
+@pytest.mark.parametrize("report", [
+    "Kein Pneumothorax. Kleiner Pleuraerguss links.",
+    "Herz normal gross. Keine Infiltrate. Kein Pleuraerguss. Kein Pneumothorax.",
+    "Pas d'épanchement pleural. Pas de pneumothorax. Silhouette cardiaque normale.",
+    "Sin derrame pleural ni neumotórax. Silueta cardíaca normal.",
+])
+def test_non_english_report_is_all_blank(labeler, report):
+    """"Pneumothorax" is a whole word in German too: a shared word must not label a foreign report."""
+    result = labeler.label(report)
+    assert result.unread is Unread.NOT_ENGLISH
+    assert all(v is None for v in result.values.values()), result.values
+
+
+def test_label_reports_warns_once_about_non_english_reports(caplog):
+    arr = label_reports(["Kein Pneumothorax. Kleiner Pleuraerguss links.", "Small right pneumothorax."])
+    assert np.isnan(arr[0]).all() and arr[1, OBSERVATIONS.index(PX)] == 1.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["1 of 2 reports are not English text: their labels are left blank"]
+
+
+def test_held_out_iu_reports_read_as_english(iu_annotation):
+    """With a vocabulary of the train split only, every val / test report still reads as English:
+    the threshold leaves room for words the vocabulary has never seen."""
+    from cxr.labeler.language import build_vocabulary, unread_reason
+    from cxr.labeler.phrases import tokenize
+
+    data = json.loads(iu_annotation.read_text())
+    vocabulary = build_vocabulary(item["report"] for item in data["train"])
+    held_out = [item["report"] for split in ("val", "test") for item in data[split]]
+    unread = [r for r in held_out if unread_reason([t.text for t in tokenize(r)], vocabulary) is not None]
+    assert len(held_out) == 886 and not unread, unread[:3]
+
+
+@pytest.mark.parametrize("text,obs", [("There is left arm lymphedema.", ED), ("History of myxedema.", ED)])
+def test_mentions_start_at_a_word_boundary(labeler, text, obs):
+    """CheXpert matches raw substrings ("edema" inside "lymphedema"); we match from word starts."""
+    result = labeler.label(text)
+    assert result.unread is None and result.values[obs] is None
 
 
 def test_as_array_matches_values(labeler):
@@ -277,3 +357,12 @@ def test_phrase_matcher_modes_and_longest_match():
     assert len(chexpert.find_all(words)) == 6                   # every overlapping match
     assert exact.longest_at(words, 0).last == 3 and exact.longest_at(words, 4) is None
     assert exact.longest_at(words, 7) is None                  # past the end
+
+
+def test_phrase_matcher_prefers_the_more_specific_of_equally_long_phrases():
+    """"not excluded" (a hedge) must win over the prefix "not exclude" whatever the listing order."""
+    from cxr.labeler.phrases import PhraseMatcher
+
+    for entries in ([("not exclude", "prefix"), ("not excluded", "exact")],
+                    [("not excluded", "exact"), ("not exclude", "prefix")]):
+        assert [m.payload for m in PhraseMatcher(entries).find_longest(["not", "excluded"])] == ["exact"]
