@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 PROBE = r"""
@@ -26,6 +27,7 @@ def test_pyg_import_emits_no_future_warning_and_keeps_the_filters():
     assert "FutureWarning" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_the_probe_can_fail():
     """Without graphdb.pyg's guard the same import raises: the test above checks something real."""
     proc = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", "import torch_geometric"],
