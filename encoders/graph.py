@@ -12,13 +12,9 @@ from itertools import pairwise
 
 import numpy as np
 import torch
-import torch_geometric.backend
-import torch_geometric.typing
 from torch import Tensor, nn
-from torch_geometric.data import Batch, Data
-from torch_geometric.nn import RGCNConv
-from torch_geometric.utils import to_dense_batch
 
+from graphdb.pyg import Batch, Data, RGCNConv, to_dense_batch, torch_geometric
 from graphdb.tensorize import NUM_RELATIONS
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -35,7 +36,7 @@ from generator.llm import LLMTraining, load_built_llm, load_tokenizer, save_llm_
 from generator.model import R2GenKG
 from graphdb.fingerprint import GraphFingerprint
 from graphdb.provider import Knowledge, open_knowledge
-from graphdb.store import StoreConfig
+from graphdb.store import StoreConfig, StoreKind
 from retrieval.index import TokenIndex
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,12 @@ CONFIG_FILE, MODEL_FILE, KNOWLEDGE_FILE, BANK_DIR = "config.yaml", "model.pt", "
 PRETRAINED_PATHS = ("vision.weights", "llm.path")
 # Deployment fields that checkpoints before the StoreConfig split saved under model.kg.
 LEGACY_KG_FIELDS = ("store", "store_path", "uri", "features_cache", "features_model")
+# progress(step): told what a long load is doing now, e.g. "opening the graph store …" (serve prints it)
+Progress = Callable[[str], None]
+
+
+def quiet(step: str) -> None:
+    """The default ``Progress``: says nothing."""
 
 
 class CheckpointError(ValueError):
@@ -75,12 +82,15 @@ class ModelBundle:
         self.close()
 
 
-def build_model(config: RunConfig, tokenizer: Any, store: StoreConfig) -> ModelBundle:
+def build_model(config: RunConfig, tokenizer: Any, store: StoreConfig, progress: Progress = quiet) -> ModelBundle:
     """A fresh model for ``config``; opens the graph ``store`` says when the KG mode needs one."""
     knowledge = None
     if config.model.kg.mode != KGMode.NONE:
+        where = store.path if store.kind is StoreKind.EMBEDDED else store.uri
+        progress(f"opening the graph store ({store.kind.value}, {where}) and its node features")
         knowledge = open_knowledge(store, config.model.kg.spec)
     try:
+        progress("building the model (vision encoder, Q-Former, R-GCN, LLM)")
         model = R2GenKG(config.model, tokenizer, knowledge.features if knowledge else None,
                         knowledge.provider if knowledge else None)
     except BaseException:
@@ -223,20 +233,23 @@ def check_fingerprint(saved: GraphFingerprint | None, bundle: ModelBundle, sourc
                               "--features-model at the graph it was trained on.")
 
 
-def load_bundle(directory: str | Path, store: StoreConfig, config: RunConfig | None = None) -> ModelBundle:
+def load_bundle(directory: str | Path, store: StoreConfig, config: RunConfig | None = None,
+                progress: Progress = quiet) -> ModelBundle:
     """Rebuild a checkpoint's model (on CPU; the caller places it) with its weights and bank.
 
     ``config`` (optional) replaces the saved one for everything but the architecture
-    (generation, data paths); the store is the deployment's.
+    (generation, data paths); the store is the deployment's. ``progress`` hears each step.
     """
     directory = Path(directory)
+    progress(f"reading the checkpoint {directory} (config, tokenizer)")
     saved = read_run_config(directory)
     if config is not None:
         check_same_model(saved, config, directory)
     config = config or saved
-    bundle = build_model(config, read_tokenizer(directory, config), store)
+    bundle = build_model(config, read_tokenizer(directory, config), store, progress)
     try:
         check_fingerprint(read_fingerprint(directory), bundle, directory)
+        progress("loading the weights" + (" and the disease-token index" if (directory / BANK_DIR).is_dir() else ""))
         load_weights(bundle.model, directory)
     except BaseException:
         bundle.close()

@@ -19,7 +19,7 @@ import torch
 from cxr.images import normalise, stack_views
 from cxr.views import ViewNote
 from generator.backends import BackendKind, HFBackend, LLMBackend, RemoteVLLMBackend, VLLMBackend
-from generator.checkpoint import ModelBundle, checkpoint_id, load_bundle
+from generator.checkpoint import ModelBundle, Progress, checkpoint_id, load_bundle, quiet
 from generator.coverage import announce
 from generator.model import GenerationResult, R2GenKG
 from generator.settings import GenerationSettings
@@ -81,15 +81,17 @@ class Engine:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, config: EngineConfig | None = None,
-                        store: StoreConfig | None = None) -> Self:
-        """``store``: where the graph lives (default: ``StoreConfig.from_env()``)."""
+                        store: StoreConfig | None = None, progress: Progress = quiet) -> Self:
+        """``store``: where the graph lives (default: ``StoreConfig.from_env()``); ``progress``
+        hears each loading step (``r2genkg serve`` prints them)."""
         config = config or EngineConfig()
         checkpoint = Path(checkpoint)
-        bundle = load_bundle(checkpoint, store or StoreConfig.from_env())
+        bundle = load_bundle(checkpoint, store or StoreConfig.from_env(), progress=progress)
         run = bundle.config
         try:
-            backend = _make_backend(config, bundle, checkpoint)
             device = resolve_device(config.device)
+            progress(f"starting the LLM backend ({config.backend.value}) and placing the model on {device}")
+            backend = _make_backend(config, bundle, checkpoint)
             return cls(bundle.model, backend, config.micro_batch, device, run.generation, run.data.image_size,
                        run.data.max_views, checkpoint_id(checkpoint), bundle)
         except BaseException:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch_geometric.data import Batch
 
 from cxr.observations import Observation
 from graphdb.embedded_store import EmbeddedGraphStore
 from graphdb.features import TextEncoder, node_features
 from graphdb.fingerprint import GraphFingerprint
 from graphdb.m3kg import load_m3kg
+from graphdb.pyg import Batch
 from graphdb.schema import StudySeeds, Subgraph, SubgraphSpec
 from graphdb.store import GraphStore, StoreConfig, StoreKind, open_store
 from graphdb.tensorize import NodeTable, SubgraphData, collate, tensorize

@@ -12,9 +12,9 @@ from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 import torch
-from torch_geometric.data import Batch, Data
 
 from cxr.observations import OBSERVATIONS
+from graphdb.pyg import Batch, Data
 from graphdb.schema import EDGE_TYPES, ENTITY, OBSERVATION, KnowledgeGraph, Subgraph
 
 NUM_EDGE_TYPES = len(EDGE_TYPES)

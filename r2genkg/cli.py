@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import warnings
 
 import typer
 
@@ -33,7 +32,5 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     use_offline_defaults()
-    # torch_geometric's import calls torch.jit.script, deprecated in torch 2.14: not actionable here.
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

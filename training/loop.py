@@ -55,6 +55,7 @@ from graphdb.store import StoreConfig
 from retrieval.index import IndexConfig
 from retrieval.tokens import BankConfig, DiseaseTokenBank
 from training.calibrate import fit_on_split
+from training.clock import RunClock
 from training.config import RESUMABLE_CHANGES, ExperimentConfig, Precision, selection_weights
 from training.data import StudyCollator, StudyDataset, make_loader
 from training.evaluate import compute_scores
@@ -302,6 +303,7 @@ class Trainer:
             state.warmed_up = True
             self._save_step(state)
 
+        clock = RunClock(tc.epochs, first_epoch=state.epoch)   # the whole run; the bars below are per epoch
         while state.epoch < tc.epochs and not state.stopped:
             teacher = state.epoch < cfg.model.kg.teacher_forcing_epochs
             decided_share = tc.decided_share(state.epoch) if cfg.model.diagnosis_prompt else 0.0
@@ -385,6 +387,8 @@ class Trainer:
             elif acc.is_main_process:
                 save_model(self.out / BEST, model, cfg, bundle.fingerprint)  # no validation: the last epoch
             self._save_step(state)
+            if acc.is_main_process:
+                self.console.print(clock.after_epoch(state.epoch, state.stopped), highlight=False, soft_wrap=True)
         state.stopped = state.stopped or "epochs"
         best = self.out / BEST if (self.out / BEST).is_dir() else None
         return TrainResult(state, self.out, best, history, self.collator.skipped_studies,

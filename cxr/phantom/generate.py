@@ -1,8 +1,9 @@
 """Batch phantom generation: an R2Gen annotation → one PNG per listed ``image_path``, under an output root.
 
 Resumable (studies whose images all exist are skipped), atomic (temp file + rename), optionally
-parallel; ``phantoms_manifest.json`` in the root records config, seed and version, and a resume
-with a different one is refused.
+parallel (progress advances per finished study; the pixels never depend on the order);
+``phantoms_manifest.json`` in the root records config, seed and version, and a resume with a
+different one is refused.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import logging
 import struct
 import time
 import zlib
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -122,6 +123,30 @@ def _run(task: _Task) -> int:
     return len(images)
 
 
+# Studies queued per worker process: enough that a worker never waits for the next one, few enough
+# that the labeler (in this process) keeps pace and progress follows the renders.
+IN_FLIGHT_PER_WORKER = 4
+
+
+def _run_all(tasks: Iterable[_Task], workers: int) -> Iterator[int]:
+    """Each study's image count as it finishes (completion order), here or on ``workers`` processes."""
+    if workers == 1:
+        yield from map(_run, tasks)
+        return
+    # an executor (not multiprocessing.Pool): a worker that dies raises BrokenProcessPool instead of hanging
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    pending: set[Future[int]] = set()
+    try:
+        for task in tasks:
+            if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in done)
+            pending.add(pool.submit(_run, task))
+        yield from (f.result() for f in as_completed(pending))
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
 def _target(out_root: Path, relative: Path, where: str) -> Path:
     if relative.is_absolute() or ".." in relative.parts:
         raise DataError(f"{where}: image_path {str(relative)!r} must be relative and stay inside the output root")
@@ -152,30 +177,24 @@ def generate_phantoms(annotation: Path, out_root: Path, config: PhantomConfig | 
     summary = Summary(studies=len(records), out_root=out_root)
     start = time.perf_counter()
 
-    def tasks() -> Iterator[_Task]:
+    bar = tqdm(total=len(records), desc="phantoms", unit="study", disable=not progress)
+
+    def tasks() -> Iterator[_Task]:   # consumed lazily: a skipped study counts when it is reached
         for rec in records:
             paths = tuple(_target(out_root, Path(p), f"{annotation}: id {rec.study_id!r}") for p in rec.image_paths)
             if not overwrite and all(p.is_file() for p in paths):
                 summary.skipped += 1
+                bar.update(1)
                 continue
             summary.written += 1
             yield _Task(rec.study_id, tuple(specs_from_report(rec.report, labeler)), paths, config)
 
-    bar = tqdm(total=len(records), desc="phantoms", unit="study", disable=not progress)
-    # an executor (not multiprocessing.Pool): a worker that dies raises BrokenProcessPool instead of hanging
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
     try:
-        done = map(_run, tasks()) if pool is None else pool.map(_run, tasks(), chunksize=4)
-        last = 0
-        for n_images in done:
+        for n_images in _run_all(tasks(), workers):
             summary.images_written += n_images
-            bar.update(summary.written + summary.skipped - last)
-            last = summary.written + summary.skipped
-        bar.update(len(records) - last)
+            bar.update(1)
     finally:
         bar.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
     summary.seconds = time.perf_counter() - start
     log.info("%s", summary)
     return summary

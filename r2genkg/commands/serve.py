@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -50,6 +51,13 @@ def register(app: typer.Typer) -> None:
         api_key_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="One API key per line.")] = None,
     ) -> None:
         """Serve the OpenAI-compatible API (POST /v1/chat/completions) from CHECKPOINT."""
+        console = Console(stderr=True)
+        start = time.perf_counter()
+
+        def progress(step: str) -> None:   # start-up takes seconds (imports, graph, model): say what it does
+            console.print(f"[{time.perf_counter() - start:5.1f} s] {step}", highlight=False, markup=False, soft_wrap=True)
+
+        progress("loading torch, transformers and the model code")
         import uvicorn
 
         from generator.api_schema import ServerConfig
@@ -59,7 +67,6 @@ def register(app: typer.Typer) -> None:
         from generator.server import access_log_filter, create_app
         from graphdb.store import GraphStoreError
 
-        console = Console(stderr=True)
         try:
             config = ServerConfig(api_keys=read_api_keys(api_key_file), auth=not no_auth, max_tokens=max_tokens,
                                   max_image_bytes=int(max_image_mb * 1024 * 1024), max_images=max_images,
@@ -69,14 +76,14 @@ def register(app: typer.Typer) -> None:
             engine_config = EngineConfig(backend=BackendKind(engine), micro_batch=micro_batch, device=device,
                                          vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key,
                                          vllm_model_dir=str(vllm_model_dir) if vllm_model_dir else None)
-            eng = Engine.from_checkpoint(checkpoint, engine_config, store)
+            eng = Engine.from_checkpoint(checkpoint, engine_config, store, progress)
         except (CheckpointError, BackendError, GraphStoreError, ValueError, FileNotFoundError) as exc:
             raise fail(console, exc) from exc
         if no_auth:
             console.print("[yellow]warning: API keys are off (--no-auth): anyone who reaches the port can use it"
                           "[/yellow]", highlight=False)
-        console.print(f"serving {eng.model_id} ({eng.backend.kind.value}, {eng.device}) on http://{host}:{port}/v1",
-                      highlight=False)
+        progress(f"serving {eng.model_id} ({eng.backend.kind.value}, {eng.device}) on http://{host}:{port}/v1 "
+                 f"(API keys {'off' if no_auth else 'on'})")
         try:
             server = uvicorn.Server(uvicorn.Config(create_app(eng, config), host=host, port=port, log_level="info"))
             # after uvicorn's Config has set up its loggers: no query strings on /v1 in the access log

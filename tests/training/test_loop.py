@@ -175,3 +175,17 @@ def test_decoder_warm_up_runs_once_and_a_resume_does_not_repeat_it(shared, monke
     assert calls == [24] and first.state.warmed_up
     again = train(experiment(shared, "warm", "train.max_steps=4", *overrides), shared[1], resume=True, progress=False)
     assert calls == [24] and again.state.step == 4
+
+
+def test_each_epoch_ends_with_the_whole_runs_elapsed_time_and_eta(shared):
+    """Issue 13: the per-epoch bars gave no overall ETA."""
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    cfg = experiment(shared, "eta", "train.epochs=2", "train.decoder_warmup_epochs=0",
+                     "data.limit={train: 8, val: 4, test: 6}")
+    train(cfg, shared[1], resume=False, progress=False, console=console)
+    lines = [line for line in console.export_text().splitlines() if line.startswith("run: ")]
+    assert len(lines) == 2, console.export_text()
+    assert lines[0].startswith("run: epoch 1/2 done, ") and lines[0].endswith("to go (1 epoch left)")
+    assert lines[1].startswith("run: epoch 2/2 done, ") and "to go" not in lines[1]

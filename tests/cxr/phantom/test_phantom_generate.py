@@ -122,6 +122,36 @@ def test_parallel_workers_give_the_same_bytes(tiny, tmp_path):
         assert (one / rel).read_bytes() == (two / rel).read_bytes()
 
 
+
+class _Bar:
+    """Stands in for tqdm: records every update."""
+
+    updates: ClassVar[list[int]] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        type(self).updates = []
+
+    def update(self, n: int = 1) -> None:
+        self.updates.append(n)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_progress_advances_one_study_at_a_time(tmp_path, monkeypatch, workers):
+    """Issue 13: with worker processes the bar sat at 0 until the end, then jumped to the total."""
+    studies = [{"id": f"S{i}", "report": "Clear.", "image_path": [f"S{i}/0.png"]} for i in range(6)]
+    annotation = _annotation(tmp_path, {"train": studies})
+    out = tmp_path / "out"
+    generate_phantoms(annotation, out, SMALL, limit=1, labeler=NullLabeler(), progress=False)   # S0 exists
+    monkeypatch.setattr("cxr.phantom.generate.tqdm", _Bar)
+    monkeypatch.setattr("cxr.phantom.generate.IN_FLIGHT_PER_WORKER", 1)   # 2 in flight: the queue fills up
+    summary = generate_phantoms(annotation, out, SMALL, workers=workers, labeler=NullLabeler())
+    assert (summary.written, summary.skipped, summary.images_written) == (5, 1, 5)
+    assert _Bar.updates == [1] * 6   # S0 skipped, S1..S5 rendered: one step each
+
+
 def _cli() -> typer.Typer:
     app = typer.Typer()
     register(app)

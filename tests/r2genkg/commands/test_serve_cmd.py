@@ -1,5 +1,6 @@
 """`r2genkg serve` refuses to start with auth on and no key, and serves with a key from the
-environment (a real process on a free port, called with the openai client); `r2genkg
+environment (a real process on a free port, called with the openai client), saying what it loads
+and without torch's FutureWarning about torch.jit.script (issue 13); `r2genkg
 export-llm` writes the folder vLLM loads, and names a folder that is not a checkpoint."""
 from __future__ import annotations
 
@@ -55,6 +56,11 @@ def test_serve_process_answers_with_a_key_from_the_environment(tiny_checkpoint):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    output = proc.stdout.read()
+    for step in ("loading torch", "reading the checkpoint", "opening the graph store", "loading the weights",
+                 f"on http://127.0.0.1:{port}/v1 (API keys on)"):
+        assert step in output, output[-3000:]
+    assert "FutureWarning" not in output, output[-3000:]
 
 
 def test_export_llm(tiny_checkpoint, tmp_path):
