@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # One-command setup: a Python 3.11 virtualenv with r2genkg installed (editable) + dev tools.
 #
-# The venv lives OUTSIDE the clone, keyed by a hash of the dependency files, and .venv in the
-# repo is a symlink to it. A second clone (or CI on the same machine) reuses it; a change to
-# pyproject.toml or this script makes a fresh one. Override the location with R2GENKG_VENV.
+# The venv lives OUTSIDE the clone, keyed by a hash of pyproject.toml and venv_layout below, and
+# .venv in the repo is a symlink to it. A second clone (or CI on the same machine) reuses it; a
+# change to pyproject.toml makes a fresh one, and so does bumping venv_layout (do that when a change
+# to this script changes what a venv holds). Override the location with R2GENKG_VENV.
 #
 # --check: install nothing; exit 0 when .venv is the complete venv of today's dependency files,
 # else 1 with the reason on stderr (a few ms: scripts/with_venv asks this before every command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-deps_hash=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+venv_layout=2
+deps_hash=$( (cat pyproject.toml; echo "venv_layout=$venv_layout") | sha256sum | cut -c1-16)
 cache_root="${R2GENKG_CACHE:-$HOME/.cache/r2genkg}"
 venv="${R2GENKG_VENV:-$cache_root/venv-$deps_hash}"
 
