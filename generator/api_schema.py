@@ -28,7 +28,8 @@ class ServerConfig:
     max_images: int = 4                        # per request; the model's max_views is the other bound
     max_tokens: int = 512
     max_batch: int = 16
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 5.0                   # a batch's wait for more when recent concurrency is 1
+    fill_wait_ms: float = 50.0                 # … and its longest wait for the recent concurrency (batcher)
     max_queue: int = 256
     image_url_allowlist: tuple[str, ...] = ()  # hosts whose http(s) image URLs may be fetched
     fetch_timeout_s: float = 10.0

@@ -1,5 +1,13 @@
 """Dynamic batching for the API: concurrent requests queue up and one worker thread runs them
-through ``Engine.generate`` together (up to ``max_batch``, waiting at most ``max_wait_ms``).
+through ``Engine.generate`` together (up to ``max_batch``).
+
+How long a batch waits for more: it takes what is queued, then waits for the number of requests
+that were in the server at once within the last second (``ConcurrencyWindow``), up to
+``fill_wait_ms``; once that many are in (a lone client: at once) it starts. Without this, 16
+clients that each send their next request when their answer arrives settle into two alternating
+batches of 8: the clients of the batch just answered come back a few ms after the next batch
+has started. ``max_wait_ms`` is the shortest wait when the recent concurrency is unknown (a first
+request after a quiet second).
 
 Requests with different decoding settings are generated in separate groups of one batch.
 Streaming requests get their text deltas pushed into an asyncio queue while the batch decodes.
@@ -11,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, field
@@ -29,6 +37,27 @@ log = logging.getLogger(__name__)
 
 class QueueFullError(RuntimeError):
     pass
+
+
+class ConcurrencyWindow:
+    """The most requests in the server at once (submitted, not yet answered) within the last
+    ``seconds``: how many a batch can expect to gather."""
+
+    def __init__(self, seconds: float = 1.0) -> None:
+        self.seconds, self.in_flight = seconds, 0
+        self._peaks: deque[tuple[float, int]] = deque()   # (time, in_flight) at each arrival
+
+    def arrived(self, now: float) -> None:
+        self.in_flight += 1
+        self._peaks.append((now, self.in_flight))
+
+    def answered(self, n: int = 1) -> None:
+        self.in_flight -= n
+
+    def peak(self, now: float) -> int:
+        while self._peaks and self._peaks[0][0] < now - self.seconds:
+            self._peaks.popleft()
+        return max([self.in_flight, *(n for _, n in self._peaks)])
 
 
 @dataclass
@@ -112,11 +141,13 @@ def _resolve(future: asyncio.Future, result: GenerationResult | None, error: Bas
 
 class DynamicBatcher:
     def __init__(self, engine: Engine, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 256,
-                 registry: CollectorRegistry | None = None) -> None:
-        if max_batch < 1 or max_wait_ms < 0 or max_queue < 1:
+                 registry: CollectorRegistry | None = None, fill_wait_ms: float = 50.0) -> None:
+        if max_batch < 1 or max_wait_ms < 0 or max_queue < 1 or fill_wait_ms < 0:
             raise ValueError(f"DynamicBatcher: max_batch={max_batch}, max_wait_ms={max_wait_ms}, "
-                             f"max_queue={max_queue} must be ≥ 1, ≥ 0, ≥ 1")
+                             f"max_queue={max_queue}, fill_wait_ms={fill_wait_ms} must be ≥ 1, ≥ 0, ≥ 1, ≥ 0")
         self.engine, self.max_batch, self.max_wait = engine, max_batch, max_wait_ms / 1000
+        self.fill_wait = max(fill_wait_ms, max_wait_ms) / 1000
+        self.concurrency = ConcurrencyWindow()
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=max_queue)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")   # owns the engine
         self.metrics = BatchMetrics(registry or CollectorRegistry(), max_batch, self.queue.qsize)
@@ -135,6 +166,7 @@ class DynamicBatcher:
             self.queue.put_nowait(job)
         except asyncio.QueueFull as exc:
             raise QueueFullError(f"the server is busy: {self.queue.maxsize} requests are waiting") from exc
+        self.concurrency.arrived(time.perf_counter())
 
     @property
     def depth(self) -> int:
@@ -144,7 +176,8 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while True:
             jobs = [await self.queue.get()]
-            deadline = loop.time() + self.max_wait
+            expected = min(self.max_batch, self.concurrency.peak(time.perf_counter()))
+            deadline = loop.time() + (self.fill_wait if expected > 1 else self.max_wait)
             while len(jobs) < self.max_batch:
                 try:
                     jobs.append(self.queue.get_nowait())
@@ -152,23 +185,30 @@ class DynamicBatcher:
                 except asyncio.QueueEmpty:
                     pass
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or (expected > 1 and len(jobs) >= expected):
                     break
                 try:
                     jobs.append(await asyncio.wait_for(self.queue.get(), remaining))
                 except TimeoutError:
                     break
-            groups: dict[tuple, list[Job]] = defaultdict(list)
-            for job in jobs:
-                if not job.future.done():
-                    groups[astuple(job.settings)].append(job)
-            for group in groups.values():
-                try:
-                    await loop.run_in_executor(self.worker, self._generate, group, loop)
-                except Exception as exc:   # whatever went wrong, the loop must keep serving
-                    log.exception("batch worker failed for a batch of %d", len(group))
-                    for job in group:
-                        _resolve(job.future, None, exc)
+            try:
+                await self._run_batch(jobs, loop)
+            finally:
+                self.concurrency.answered(len(jobs))
+
+    async def _run_batch(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:
+        """The batch in groups of equal decoding settings, one group after another in the worker."""
+        groups: dict[tuple, list[Job]] = defaultdict(list)
+        for job in jobs:
+            if not job.future.done():
+                groups[astuple(job.settings)].append(job)
+        for group in groups.values():
+            try:
+                await loop.run_in_executor(self.worker, self._generate, group, loop)
+            except Exception as exc:   # whatever went wrong, the loop must keep serving
+                log.exception("batch worker failed for a batch of %d", len(group))
+                for job in group:
+                    _resolve(job.future, None, exc)
 
     def _generate(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:
         """Runs in the worker thread."""

@@ -78,7 +78,8 @@ class HTTPMetrics:
 
 def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     registry = CollectorRegistry()   # per app: two apps in one process keep their own counts
-    batcher = DynamicBatcher(engine, config.max_batch, config.max_wait_ms, config.max_queue, registry)
+    batcher = DynamicBatcher(engine, config.max_batch, config.max_wait_ms, config.max_queue, registry,
+                             config.fill_wait_ms)
     metrics = HTTPMetrics(registry)
     keys = [k.encode() for k in config.api_keys]
     decodes = asyncio.Semaphore(config.max_decodes)   # bounds the decoded images in memory at once

@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
         micro_batch: Annotated[int, typer.Option(min=1, help="Studies per adapter forward.")] = 16,
         max_batch: Annotated[int, typer.Option(min=1, help="Requests batched together.")] = 16,
-        max_wait_ms: Annotated[float, typer.Option(min=0, help="How long a request waits for others to batch with.")] = 5.0,
+        max_wait_ms: Annotated[float, typer.Option(min=0, help="How long a lone request waits for others to batch with.")] = 5.0,
+        fill_wait_ms: Annotated[float, typer.Option(min=0, help="Longest wait of a batch for as many requests as were in the server at once in the last second.")] = 50.0,
         max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 512,
         max_image_mb: Annotated[float, typer.Option(min=0.01, help="Largest image as sent (MiB).")] = 10.0,
         max_decoded_mb: Annotated[float, typer.Option(min=1, help="Most decoded pixel data per request (MiB), bit depth included.")] = 128.0,
@@ -71,7 +72,7 @@ def register(app: typer.Typer) -> None:
             config = ServerConfig(api_keys=read_api_keys(api_key_file), auth=not no_auth, max_tokens=max_tokens,
                                   max_image_bytes=int(max_image_mb * 1024 * 1024), max_images=max_images,
                                   max_decoded_bytes=int(max_decoded_mb * 1024 * 1024), max_decodes=max_decodes,
-                                  max_batch=max_batch, max_wait_ms=max_wait_ms,
+                                  max_batch=max_batch, max_wait_ms=max_wait_ms, fill_wait_ms=fill_wait_ms,
                                   image_url_allowlist=tuple(h.lower() for h in image_url_allowlist or ()))
             engine_config = EngineConfig(backend=BackendKind(engine), micro_batch=micro_batch, device=device,
                                          vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key,
