@@ -1,7 +1,10 @@
-"""Process-level defaults for running offline. Called by entry points, never at import."""
+"""Process-level defaults of an entry point (``r2genkg``, scripts/run_batch.py): offline hub
+switches, the one known warning silenced, the log format. Called by entry points, never at import."""
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 
 OFFLINE_VARS = {
     # Without these a stray hub lookup retries for ~45 s before failing.
@@ -16,3 +19,11 @@ def use_offline_defaults() -> None:
     """Set the hub's offline switches unless the user set them already."""
     for key, value in OFFLINE_VARS.items():
         os.environ.setdefault(key, value)
+
+
+def use_process_defaults() -> None:
+    """Everything an entry point sets up before it runs its command."""
+    use_offline_defaults()
+    # torch_geometric's import calls torch.jit.script, deprecated in torch 2.14: not actionable here.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
