@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxr.home import CHECKOUT  # scripts/neo4j.sh's <repo>
 from graphdb import cypher
 from graphdb.neo4j_store import Neo4jGraphStore
 from graphdb.store import GraphStoreError, StoreConfig
 
-CHECKOUT = Path(__file__).resolve().parents[1]   # scripts/neo4j.sh's <repo>
 SERVER_ID_FILE = Path("run") / "server-id"        # under the server's home; graphdb/server writes it
 
 

@@ -66,7 +66,8 @@ class Neo4jGraphStore(GraphStore):
         return store
 
     @classmethod
-    def from_config(cls, config: StoreConfig) -> Self:
+    def from_config(cls, config: StoreConfig, read_only: bool = False) -> Self:
+        # read_only changes nothing here: a server's database exists (an empty one reads as empty)
         return cls.connect(config.uri, config.user, config.password, config.database)
 
     @property

@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
     @store_options
     def stats_cmd(store: StoreConfig) -> None:
         """Node and edge counts of the store."""
-        with open_store(store) as s:
+        with open_store(store, read_only=True) as s:
             typer.echo(s.stats().format())
 
     _features_command(kg)
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         from graphdb.pipeline import write_global_subgraph, write_study_subgraphs
 
         spec = _spec(budgets, global_scales)
-        with open_store(store) as s:
+        with open_store(store, read_only=True) as s:
             if global_scales:
                 report = write_global_subgraph(s, spec, out or DEFAULT_GLOBAL)
             else:
@@ -139,7 +139,7 @@ def _features_command(kg: typer.Typer) -> None:
         from graphdb.features import TextEncoder, node_features
         from graphdb.tensorize import NodeTable
 
-        with open_store(store) as s:
+        with open_store(store, read_only=True) as s:
             table = NodeTable.from_nodes(*s.node_table())
         t0 = time.perf_counter()
         text_encoder = TextEncoder(store.features_model)

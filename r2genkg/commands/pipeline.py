@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
             raise CheckpointError(f"{result.output_dir}: training wrote no best checkpoint (train.validate off?)")
         steps.start("run_batch", "4/6 run_batch on the test split")
         records, failed = read_studies(result.best, None, "test", None)
-        output = Path(cfg.train.output_dir) / "test_reports.jsonl"
+        output = result.output_dir / "test_reports.jsonl"
         with Engine.from_checkpoint(result.best, EngineConfig(micro_batch=batch_size), store) as engine:
             summary = run_batch(engine, records, output, batch_size, read_failures=failed)
         console.print(f"{summary.written} reports written ({summary.reports_per_second:.1f} reports/s), "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from PIL import Image
 
 from generator.batch import done_ids, failures_path
+from graphdb.store import DEFAULT_FEATURES_CACHE, DEFAULT_STORE_PATH
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -158,3 +160,26 @@ def test_bad_inputs_exit_2_and_keep_the_output(tiny_checkpoint, tmp_path):
     assert proc.returncode == 2 and "not a checkpoint" in proc.stderr
     proc = run_script(tiny_checkpoint, "--input", root, "--output", tmp_path / "y.jsonl", "--engine", "tpu")
     assert proc.returncode == 2 and "tpu" in proc.stderr
+
+
+def test_from_another_directory_the_checkpoint_finds_the_same_store(tiny_checkpoint, m3kg_config, tmp_path,
+                                                                    monkeypatch):
+    """The default store and feature cache are under the project home, not the current directory:
+    run_batch started in a new folder reads the graph the pipeline built, rebuilding nothing there."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    shutil.copytree(m3kg_config.path, home / DEFAULT_STORE_PATH)
+    shutil.copytree(m3kg_config.features_cache, home / DEFAULT_FEATURES_CACHE)
+    cached = sorted(p.name for p in (home / DEFAULT_FEATURES_CACHE).iterdir())
+    elsewhere.mkdir()
+    png(tmp_path / "in" / "a" / "v.png", 0)
+    monkeypatch.delenv("R2GENKG_STORE_PATH")
+    monkeypatch.delenv("R2GENKG_FEATURES_CACHE")
+    env = {**os.environ, "R2GENKG_HOME": str(home)}
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tiny_checkpoint), "--input", str(tmp_path / "in"),
+                           "--output", str(tmp_path / "out.jsonl"), "--no-progress", "--device", "cpu"],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "loading graph" not in proc.stderr                     # the M3KG was not loaded again
+    assert list(elsewhere.iterdir()) == []                        # no ./outputs/kg made in passing
+    assert sorted(p.name for p in (home / DEFAULT_FEATURES_CACHE).iterdir()) == cached
+    assert [r["id"] for r in lines(tmp_path / "out.jsonl")] == ["a"]
