@@ -44,14 +44,22 @@ def register(app: typer.Typer) -> None:
         overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config field, e.g. --set generation.num_beams=3")] = None,
         batch_size: Annotated[int | None, typer.Option(help="Generation batch size (default: train.batch_size).")] = None,
         meteor: Annotated[bool, typer.Option(help="--no-meteor skips METEOR (Java).")] = True,
+        full: Annotated[bool, typer.Option("--full", help="Score every study of the split, not the first data.limit.SPLIT of the checkpoint's config.")] = False,
     ) -> None:
         """Evaluate a checkpoint: generate the split's reports, then NLG + CE (14 and 5) + AUROC."""
         from r2genkg.commands.evaluate import print_result, thresholds_table
-        from training.evaluate_checkpoint import evaluate_checkpoint
+        from training.evaluate_checkpoint import SplitScope, evaluate_checkpoint
 
         console = Console()
+
+        def say_scope(scope: SplitScope) -> None:
+            if scope.cut:
+                console.print(f"scoring {scope.studies} of {scope.total} {scope.split} studies (data.limit."
+                              f"{scope.split}={scope.limit} from the checkpoint's config); --full for all",
+                              highlight=False, soft_wrap=True)
+
         report = evaluate_checkpoint(checkpoint, store, split, output, overrides or [], batch_size=batch_size,
-                                     meteor=meteor)
+                                     meteor=meteor, full=full, on_scope=say_scope)
         console.print(thresholds_table(report.thresholds))
         print_result(console, report.result)
         console.print(f"{report.result.counts['scored']} studies generated at {report.studies_per_second:.1f} "
