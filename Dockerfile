@@ -26,7 +26,8 @@ RUN groupadd --gid "$GID" r2genkg \
     && chown -R r2genkg:r2genkg /app/outputs /export
 USER r2genkg
 
-# Nothing is downloaded at run time.
-ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+# Nothing is downloaded at run time. The project home (default store, feature cache, relative config
+# paths: cxr/home.py) is /app, where the kg-cache volume is mounted at outputs/kg.
+ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 R2GENKG_HOME=/app
 EXPOSE 8000
 CMD ["r2genkg", "--help"]

@@ -9,13 +9,13 @@ What, side by side in one run, for the embedded store (LadybugDB) and, when reac
 and prints the ratios to the targets (load ≤ 10 s Neo4j / ≤ 3 s embedded, ≥ 500 studies/s,
 batched ≥ 10x one-per-study).
 Needs: for Neo4j, `scripts/neo4j.sh start` (NEO4J_URI / NEO4J_PASSWORD as for the tests). The
-benchmark CLEARS that database.
+benchmark CLEARS that database, so it runs only on a server it proves to be that one
+(graphdb.dev_server: the DBMS id in <home>/run/server-id); any other Neo4j is skipped, untouched.
 Run: ``.venv/bin/python benchmarks/bench_graph.py [--no-neo4j] [--single-sample 100]``
 """
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -88,15 +88,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedGraphStore(Path(tmp) / "kg") as emb:
         results.append(bench_store("embedded (LadybugDB)", emb, kg, seeds, args.single_sample))
     if not args.no_neo4j:
-        from graphdb.neo4j_store import Neo4jGraphStore
+        from graphdb.dev_server import DevServer, connect_owned
 
         try:
-            with Neo4jGraphStore.connect(os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687"),
-                                         os.environ.get("NEO4J_USER", "neo4j"),
-                                         os.environ.get("NEO4J_PASSWORD", "r2genkg-dev")) as neo:
-                results.append(bench_store("neo4j 5.26", neo, kg, seeds, args.single_sample))
+            neo = connect_owned(DevServer.from_env())
         except GraphStoreError as err:
             print(f"neo4j skipped: {err}\n")
+        else:
+            with neo:
+                results.append(bench_store("neo4j 5.26", neo, kg, seeds, args.single_sample))
 
     kinds = ["ladybug", "neo4j"]
     print(f"{'store':22} {'load s':>7} {'2nd load':>8} {'target':>7} {'reload s':>8} {'studies/s':>10} {'no-dedupe/s':>11} "

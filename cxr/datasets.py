@@ -2,7 +2,8 @@
 
 ``load_split(config, "val")`` → ``list[StudyRecord]`` (image paths under ``config.image_root``,
 unchecked; the first N when ``config.limit`` says so). Training, evaluation and run_batch on a
-checkpoint's own split all read through here and ``cxr.readers.read_dataset``.
+checkpoint's own split all read through here and ``cxr.readers.read_dataset``. Relative
+``image_root`` and ``annotation`` are under the project home (cxr.home), wherever the command runs.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxr.clean import CleanStyle
+from cxr.home import in_home
 from cxr.phantom.generate import generate_phantoms
 from cxr.phantom.render import PhantomConfig
 from cxr.readers import Corpus, DatasetKind, read_dataset
@@ -67,7 +69,11 @@ class DataConfig:
 
     @property
     def annotation_path(self) -> Path:
-        return Path(self.annotation) if self.annotation else bundled_iu_annotation()
+        return in_home(self.annotation) if self.annotation else bundled_iu_annotation()
+
+    @property
+    def image_root_path(self) -> Path:
+        return in_home(self.image_root)
 
 
 def prepare_images(config: DataConfig, splits: Sequence[str] | None = None, progress: bool = True) -> Path:
@@ -76,7 +82,7 @@ def prepare_images(config: DataConfig, splits: Sequence[str] | None = None, prog
     Resumable: studies whose images exist are skipped, so calling this before every run is cheap.
     ``config.limit`` applies per split, as in ``load_split``.
     """
-    root = Path(config.image_root)
+    root = config.image_root_path
     if not config.phantoms:
         return root
     annotation = config.annotation_path
@@ -91,7 +97,7 @@ def load_split(config: DataConfig, split: str) -> list[StudyRecord]:
     """The split's records, paths under ``config.image_root`` (unchecked); first N if limited."""
     kind = config.dataset.kind
     options = {"dataset": config.dataset.value} if kind is DatasetKind.R2GEN else {}
-    records = read_dataset(kind, config.annotation_path, image_root=Path(config.image_root), splits=[split],
+    records = read_dataset(kind, config.annotation_path, image_root=config.image_root_path, splits=[split],
                            **options)
     limit = config.limit.get(split)
     return records if limit is None else records[:limit]

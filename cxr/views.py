@@ -44,8 +44,8 @@ def view_warnings(view: np.ndarray) -> list[str]:
     low, high = (int(v) for v in np.percentile(view, (1, 99)))
     if high - low >= FLAT_LEVELS:
         return []
-    return [f"nearly flat: 98% of its pixels lie within gray levels {low}–{high} of 255 "
-            f"(a wrong bit depth or window?); the report may not reflect the image"]
+    return [(f"nearly flat: 98% of its pixels lie within gray levels {low}–{high} of 255 "
+             "(a wrong bit depth or window?); the report may not reflect the image")]
 
 
 def prepare_view(image: Image.Image | np.ndarray, size: int | None) -> tuple[np.ndarray, list[str]]:
@@ -77,7 +77,7 @@ def read_views(paths: Sequence[str | Path], max_views: int, size: int | None = N
 
 def dicom_view_position(path: Path) -> str:
     """The DICOM header's ViewPosition ("PA", "LL", …), "" when absent or unreadable; pixels unread."""
-    import pydicom   # lazy: importing pydicom pulls in requests (see cxr.images)
+    import pydicom  # lazy: importing pydicom pulls in requests (see cxr.images)
     from pydicom.errors import InvalidDicomError
 
     try:

@@ -17,6 +17,7 @@ import timm
 import torch
 from torch import nn
 
+from cxr.home import in_home
 from encoders.state import StateDictError, load_state
 
 
@@ -125,7 +126,7 @@ class SwinEncoder(nn.Module):
         self.config = config
         self.backbone = _create(config)
         if config.weights is not None:
-            load_backbone_weights(self.backbone, config.weights)
+            load_backbone_weights(self.backbone, in_home(config.weights))   # a config path: under the project home
         self.out_dim: int = self.backbone.num_features
         stride = self.backbone.feature_info[-1]["reduction"]
         self.tokens_per_view: int = (config.img_size // stride) ** 2

@@ -13,8 +13,6 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
 from cxr.images import DecodeLimits, ImageTooLargeError, decode_image_bytes
 from cxr.records import DataError
 from cxr.views import ViewNote, prepare_view

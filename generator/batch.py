@@ -69,7 +69,7 @@ def read_studies(checkpoint: Path, source: Path | None, split: str | None, image
     if source is None:
         data = read_run_config(checkpoint).data
         if image_root is not None:
-            data.image_root = str(image_root)
+            data.image_root = str(image_root.absolute())   # a flag: from here, not the project home
         split = split or "test"
         data.limit = {}
         prepare_images(data, splits=[split], progress=progress)

@@ -25,6 +25,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from cxr.home import in_home
+
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TOKENIZER_DIR = "tokenizer"        # save_llm_artifacts layout
@@ -128,7 +130,7 @@ def load_tokenizer(config: LLMConfig, texts: Sequence[str] | None = None) -> Pre
 # --- model -----------------------------------------------------------------------------------
 
 def _checked_path(path: str) -> Path:
-    p = Path(path)
+    p = in_home(path)   # a config path: under the project home (cxr.home)
     if not (p / "config.json").is_file():
         raise FileNotFoundError(f"LLMConfig.path={path!r}: no local model directory with config.json there "
                                 "(weights are never downloaded; point it at a local HF checkpoint)")

@@ -191,6 +191,10 @@ MATCH (e:Entity {key: k})
 RETURN e.key, e.name, e.type, e.count
 """
 
+# Neo4j only: the DBMS id, a random id made with the store (graphdb/server writes it to
+# <home>/run/server-id; graphdb.dev_server compares the two before a test clears anything).
+DBMS_ID = "CALL dbms.info() YIELD id RETURN id"
+
 # ---- schema --------------------------------------------------------------------------------
 
 NEO4J_SCHEMA: tuple[str, ...] = (

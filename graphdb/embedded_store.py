@@ -25,7 +25,8 @@ class EmbeddedGraphStore(GraphStore):
         if self.path.exists() and not self.path.is_dir():
             raise GraphStoreError(f"embedded store path {self.path} is a file; pass a directory")
         if read_only and not (self.path / self.FILE).exists():
-            raise GraphStoreError(f"no embedded graph at {self.path}: run `r2genkg kg load-m3kg` first")
+            raise GraphStoreError(f"no embedded graph at {self.path}: build it with `r2genkg kg load-m3kg` "
+                                  "(or `r2genkg pipeline`), or point --store-path / R2GENKG_STORE_PATH at one")
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self._db = ladybug.Database(str(self.path / self.FILE), read_only=read_only,
@@ -35,18 +36,22 @@ class EmbeddedGraphStore(GraphStore):
             raise GraphStoreError(f"cannot open the embedded graph at {self.path}: {err} "
                                   "(is another process using it?)") from None
         self._schema_ready = False
+        self.read_only = read_only
 
     @classmethod
-    def from_config(cls, config: StoreConfig) -> Self:
-        return cls(config.path)
+    def from_config(cls, config: StoreConfig, read_only: bool = False) -> Self:
+        return cls(config.path, read_only=read_only)
 
     def run(self, query: str, params: dict[str, Any] | None = None) -> list[tuple]:
         try:
             result = self._conn.execute(query, params or {})
         except RuntimeError as err:
-            if "does not exist" in str(err) and not self._schema_ready:
+            if "does not exist" in str(err) and not self._schema_ready and not self.read_only:
                 self.init_schema()
                 result = self._conn.execute(query, params or {})
+            elif "does not exist" in str(err) and not self._schema_ready:
+                raise GraphStoreError(f"the embedded graph at {self.path} has no tables yet: load it with "
+                                      "`r2genkg kg load-m3kg`") from None
             else:
                 raise GraphStoreError(f"embedded query failed: {err}") from None
         return [tuple(row) for row in result.get_all()]

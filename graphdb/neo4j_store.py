@@ -2,13 +2,16 @@
 
 Writes run in managed write transactions (one per batch, retried by the driver on transient
 errors); reads use ``driver.execute_query`` with an explicit database. Every driver call goes
-through ``_translated``, which turns the driver's errors into one-line GraphStoreErrors.
+through ``_translated``, which turns the driver's errors into one-line GraphStoreErrors. The store
+speaks Bolt only: an ``http(s)://`` URI (the Browser's address) is refused before any network call.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import neo4j
 from neo4j.exceptions import (
@@ -24,6 +27,10 @@ from graphdb import cypher
 from graphdb.store import GraphStore, GraphStoreError, StoreConfig
 
 DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
+# The driver reaches http(s):// through Neo4j's Query API: a preview that urllib3 retries 3 times
+# with a warning each before failing, and that lacks what the store uses (driver notes).
+HTTP_SCHEMES = ("http", "https")
+BOLT_PORT, HTTP_PORTS = 7687, (7474, 7473)
 
 
 class Neo4jGraphStore(GraphStore):
@@ -44,12 +51,13 @@ class Neo4jGraphStore(GraphStore):
                 database: str = "neo4j", connect_timeout_s: float = 5.0) -> Self:
         """A driver for ``uri``, checked now: the server answers, the password is right and the
         database exists (so a bad setting fails here, not at the first query)."""
+        refuse_http(uri)
         with _translated("connect", uri, user, database):
             driver = neo4j.GraphDatabase.driver(uri, auth=(user, password), connection_timeout=connect_timeout_s,
                                                 max_transaction_retry_time=15.0, notifications_min_severity="OFF")
         store = cls(driver, database, uri=uri, user=user)
         try:
-            with store._translated("connect"):
+            with store._translated("connect"), _driver_log_quiet():
                 driver.verify_connectivity()
                 driver.execute_query("RETURN 1", database_=database)
         except GraphStoreError:
@@ -58,7 +66,8 @@ class Neo4jGraphStore(GraphStore):
         return store
 
     @classmethod
-    def from_config(cls, config: StoreConfig) -> Self:
+    def from_config(cls, config: StoreConfig, read_only: bool = False) -> Self:
+        # read_only changes nothing here: a server's database exists (an empty one reads as empty)
         return cls.connect(config.uri, config.user, config.password, config.database)
 
     @property
@@ -104,6 +113,35 @@ class Neo4jGraphStore(GraphStore):
         if self._driver is not None:
             self._driver.close()
             self._driver = None
+
+
+def refuse_http(uri: str) -> None:
+    """An http(s):// URI is Neo4j's HTTP address: say which Bolt URI to use instead."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() not in HTTP_SCHEMES:
+        return
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    bolt_port = BOLT_PORT if port in (None, *HTTP_PORTS) else "<its Bolt port>"
+    host = parts.hostname or "127.0.0.1"
+    bolt = f"bolt://{f'[{host}]' if ':' in host else host}:{bolt_port}"
+    raise GraphStoreError(f"{uri} is Neo4j's HTTP address (Browser); the graph store speaks Bolt: "
+                          f"use {bolt} (--neo4j-uri or NEO4J_URI)")
+
+
+@contextmanager
+def _driver_log_quiet() -> Iterator[None]:
+    """While connecting, the driver logs a failure before raising it (ERROR neo4j.pool: Unable to
+    retrieve routing information); ``_translated`` turns the error into the one line that counts."""
+    logger = logging.getLogger("neo4j")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from typing import Any, Self
 
 from tqdm.auto import tqdm
 
+from cxr.home import in_home
 from cxr.observations import OBSERVATIONS, Observation
 from graphdb import cypher
 from graphdb.cypher import Dialect
@@ -41,6 +42,11 @@ class StoreKind(str, Enum):
     NEO4J = "neo4j"
 
 
+# The one default of where the pipeline, training, checkpoints, serving and the `kg` commands find
+# the graph and its node features: relative to the project home (cxr.home), not the current directory.
+DEFAULT_STORE_PATH = Path("outputs/kg/embedded")
+DEFAULT_FEATURES_CACHE = Path("outputs/kg/features")
+
 ENV_VARS = {   # StoreConfig field → environment variable (the CLI flags override these)
     "kind": "R2GENKG_STORE", "path": "R2GENKG_STORE_PATH", "uri": "NEO4J_URI", "user": "NEO4J_USER",
     "database": "NEO4J_DATABASE", "features_cache": "R2GENKG_FEATURES_CACHE",
@@ -55,14 +61,17 @@ class StoreConfig:
     Filled from the command line or the environment (``from_env``), passed to whatever opens the
     graph, and never saved in a checkpoint (a checkpoint records a fingerprint of the graph it
     was trained on instead). The Neo4j password is read from the environment, never a flag.
+    The default paths are under the project home; a path given as a flag or an environment
+    variable is taken as given (relative to the current directory).
     """
 
     kind: StoreKind = StoreKind.EMBEDDED
-    path: Path = Path("outputs/kg/embedded")       # embedded store: a directory
+    path: Path = field(default_factory=lambda: in_home(DEFAULT_STORE_PATH))   # embedded store: a directory
     uri: str = "bolt://127.0.0.1:7687"
     user: str = "neo4j"
     database: str = "neo4j"
-    features_cache: Path = Path("outputs/kg/features")   # node text embeddings, cached per graph + encoder
+    # node text embeddings, cached per graph + encoder
+    features_cache: Path = field(default_factory=lambda: in_home(DEFAULT_FEATURES_CACHE))
     features_model: Path | None = None             # local sentence-transformers folder; None → bundled MiniLM
     password_env: str = "NEO4J_PASSWORD"
     dev_password: str = "r2genkg-dev"              # scripts/neo4j.sh's documented default
@@ -144,8 +153,9 @@ class GraphStore(ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(cls, config: StoreConfig) -> Self:
-        """Open the store ``config`` describes (what ``open_store`` calls)."""
+    def from_config(cls, config: StoreConfig, read_only: bool = False) -> Self:
+        """Open the store ``config`` describes (what ``open_store`` calls). ``read_only``: the
+        caller only reads, so a store that does not exist is an error, never created in passing."""
 
     def create(self, query: str, rows: list[dict[str, Any]]) -> None:
         """Bulk insert of relationships that do not exist yet (one batch)."""
@@ -281,8 +291,10 @@ BACKENDS: dict[StoreKind, str] = {
 }
 
 
-def open_store(config: StoreConfig) -> GraphStore:
-    """The store ``config.kind`` names, opened with ``config``'s settings. The caller closes it."""
+def open_store(config: StoreConfig, read_only: bool = False) -> GraphStore:
+    """The store ``config.kind`` names, opened with ``config``'s settings. The caller closes it.
+    ``read_only`` (stats, subgraphs, features): a store that does not exist yet is a GraphStoreError
+    that says how to build it, and nothing is created."""
     module, _, name = BACKENDS[config.kind].partition(":")
     backend: type[GraphStore] = getattr(importlib.import_module(module), name)
-    return backend.from_config(config)
+    return backend.from_config(config, read_only=read_only)

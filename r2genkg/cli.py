@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import importlib
-import logging
 
 import typer
 
-from r2genkg.env import use_offline_defaults
+from r2genkg.env import use_process_defaults
+from r2genkg.options import one_line_errors
 
 # Each module exposes register(app); the order here is the order of `r2genkg --help`.
 COMMAND_MODULES = ("pipeline", "demo", "data", "label", "phantoms", "evaluate", "kg", "train", "serve")
@@ -28,9 +28,9 @@ def version() -> None:
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"r2genkg.commands.{_name}").register(app)
+one_line_errors(app)   # every command: bad input or an unusable store is one line and exit 2
 
 
 def main() -> None:
-    use_offline_defaults()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    use_process_defaults()
     app()

@@ -1,6 +1,9 @@
-"""Process-level defaults for running offline. Called by entry points, never at import."""
+"""Process-level defaults of an entry point (``r2genkg``, scripts/run_batch.py): offline hub
+switches and the log format. Called by entry points, never at import. (PyG's torch.jit warning is
+silenced where PyG is imported, in graphdb/pyg.py, not process-wide.)"""
 from __future__ import annotations
 
+import logging
 import os
 
 OFFLINE_VARS = {
@@ -16,3 +19,9 @@ def use_offline_defaults() -> None:
     """Set the hub's offline switches unless the user set them already."""
     for key, value in OFFLINE_VARS.items():
         os.environ.setdefault(key, value)
+
+
+def use_process_defaults() -> None:
+    """Everything an entry point sets up before it runs its command."""
+    use_offline_defaults()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -18,7 +18,8 @@ import typer
 from rich.console import Console
 
 from graphdb.store import StoreConfig
-from r2genkg.options import fail, store_options
+from r2genkg.env import use_process_defaults
+from r2genkg.options import one_line_errors, store_options
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 
@@ -46,46 +47,38 @@ def main(
     progress: Annotated[bool, typer.Option(help="--no-progress hides the progress bar.")] = True,
 ) -> None:
     from cxr.records import DataError
-    from generator.backends import BackendError, BackendKind
+    from generator.backends import BackendKind
     from generator.batch import failures_path, read_studies, run_batch
-    from generator.checkpoint import CheckpointError, read_run_config
+    from generator.checkpoint import read_run_config
     from generator.engine import Engine, EngineConfig
-    from graphdb.store import GraphStoreError
     from r2genkg.commands.evaluate import print_result
     from training.evaluate import evaluate_records
-    from training.metrics.meteor import MeteorError
 
     console = Console(stderr=True)
-    try:
-        kind = BackendKind(engine)
-        records, read_failures = read_studies(checkpoint, input, split, image_root, progress=progress)
-        if limit is not None:
-            records = records[:limit]
-        if not records:
-            raise DataError(f"no studies to generate for in {input or 'the checkpoint dataset'}")
-        config = EngineConfig(backend=kind, micro_batch=batch_size, device=device,
-                              vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key)
-        with Engine.from_checkpoint(checkpoint, config, store) as eng:
-            settings = eng.default_settings
-            settings = replace(settings, num_beams=num_beams or settings.num_beams,
-                               max_new_tokens=max_new_tokens or settings.max_new_tokens)
-            if kind is not BackendKind.HF and settings.num_beams > 1:
-                console.print(f"note: vLLM has no beam search on prompt_embeds: greedy instead of "
-                              f"num_beams={settings.num_beams}", highlight=False)
-                settings = replace(settings, num_beams=1)
-            console.print(f"{len(records)} studies → {output} with {eng.model_id} ({kind.value}, "
-                          f"{eng.device})", highlight=False)
-            summary = run_batch(eng, records, output, batch_size, settings, progress, read_failures)
-    except (DataError, CheckpointError, BackendError, GraphStoreError, ValueError, FileNotFoundError) as exc:
-        raise fail(console, exc) from exc
+    kind = BackendKind(engine)
+    records, read_failures = read_studies(checkpoint, input, split, image_root, progress=progress)
+    if limit is not None:
+        records = records[:limit]
+    if not records:
+        raise DataError(f"no studies to generate for in {input or 'the checkpoint dataset'}")
+    config = EngineConfig(backend=kind, micro_batch=batch_size, device=device,
+                          vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key)
+    with Engine.from_checkpoint(checkpoint, config, store) as eng:
+        settings = eng.default_settings
+        settings = replace(settings, num_beams=num_beams or settings.num_beams,
+                           max_new_tokens=max_new_tokens or settings.max_new_tokens)
+        if kind is not BackendKind.HF and settings.num_beams > 1:
+            console.print(f"note: vLLM has no beam search on prompt_embeds: greedy instead of "
+                          f"num_beams={settings.num_beams}", highlight=False)
+            settings = replace(settings, num_beams=1)
+        console.print(f"{len(records)} studies → {output} with {eng.model_id} ({kind.value}, "
+                      f"{eng.device})", highlight=False)
+        summary = run_batch(eng, records, output, batch_size, settings, progress, read_failures)
     console.print(f"wrote {summary.written} reports in {summary.seconds:.1f} s "
                   f"({summary.reports_per_second:.1f} reports/s); {summary.skipped_done} already done; "
                   f"{len(summary.failures)} failed", highlight=False)
     if evaluate:
-        try:
-            scored = evaluate_records(output, records, read_run_config(checkpoint).data.clean_style, meteor=meteor)
-        except (DataError, MeteorError) as exc:
-            raise fail(console, exc) from exc
+        scored = evaluate_records(output, records, read_run_config(checkpoint).data.clean_style, meteor=meteor)
         if scored is None:
             console.print("--evaluate: the input has no reference reports; nothing scored")
         else:
@@ -98,5 +91,8 @@ def main(
         raise typer.Exit(1)
 
 
+one_line_errors(app)   # as every r2genkg command: bad input or an unusable store is one line, exit 2
+
 if __name__ == "__main__":
+    use_process_defaults()
     sys.exit(app())

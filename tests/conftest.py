@@ -64,32 +64,26 @@ def iu_annotation() -> Path:
 
 
 @pytest.fixture(scope="session")
-def neo4j_settings() -> dict[str, str]:
-    """uri/user/password/database of the Neo4j server from scripts/neo4j.sh (env overrides).
+def neo4j_settings():
+    """The Neo4j server of scripts/neo4j.sh (graphdb.dev_server.DevServer: uri, user, password,
+    database, home; from the environment), proven to be that server: tests clear it.
 
-    Skips when the server cannot be reached or refuses the login; with R2GENKG_REQUIRE_NEO4J=1
-    (CI) that is a failure instead.
+    Skips when the server cannot be reached, refuses the login or cannot be proven ours (its
+    DBMS id is not the one in <home>/run/server-id: a user's own Neo4j at the same URI is never
+    touched); with R2GENKG_REQUIRE_NEO4J=1 (CI) that is a failure instead.
     """
-    from neo4j import GraphDatabase
-    from neo4j.exceptions import AuthError, ServiceUnavailable
+    from graphdb.dev_server import DevServer, connect_owned
+    from graphdb.store import GraphStoreError
 
-    settings = {
-        "uri": os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687"),
-        "user": os.environ.get("NEO4J_USER", "neo4j"),
-        "password": os.environ.get("NEO4J_PASSWORD", "r2genkg-dev"),
-        "database": os.environ.get("NEO4J_DATABASE", "neo4j"),
-    }
-    auth = (settings["user"], settings["password"])
+    server = DevServer.from_env()
     try:
-        with GraphDatabase.driver(settings["uri"], auth=auth, connection_timeout=5) as driver:
-            driver.verify_connectivity()
-    except (ServiceUnavailable, AuthError, OSError) as e:
-        reason = (f"Neo4j at {settings['uri']} not usable ({type(e).__name__}: {e}); "
-                  "start it with scripts/neo4j.sh start (password from NEO4J_PASSWORD)")
+        connect_owned(server).close()
+    except GraphStoreError as e:
+        reason = f"Neo4j tests need the server of scripts/neo4j.sh: {e}"
         if os.environ.get("R2GENKG_REQUIRE_NEO4J") == "1":
             pytest.fail(f"R2GENKG_REQUIRE_NEO4J=1 but {reason}", pytrace=False)
         pytest.skip(reason)
-    return settings
+    return server
 
 
 @pytest.fixture(scope="session")

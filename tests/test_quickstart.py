@@ -115,7 +115,7 @@ def test_wrapper_sets_up_again_when_venv_is_stale_and_stops_when_setup_fails(clo
 def test_setup_check_keys_the_venv_by_the_dependency_files(clone, tmp_path):
     repo, env = clone
     env = {k: v for k, v in env.items() if k != "R2GENKG_VENV"} | {"R2GENKG_CACHE": str(tmp_path / "cache")}
-    layout = re.search(r"^venv_layout=\d+$", (repo / "scripts/setup.sh").read_text(), re.M).group(0)
+    layout = re.search(r"^venv_layout=\d+$", (repo / "scripts/setup.sh").read_text(), re.MULTILINE).group(0)
     key = hashlib.sha256((repo / "pyproject.toml").read_bytes() + f"{layout}\n".encode())
     venv = tmp_path / "cache" / f"venv-{key.hexdigest()[:16]}"
     venv.mkdir(parents=True)

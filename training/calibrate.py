@@ -69,7 +69,7 @@ def calibrate_checkpoint(checkpoint: str | Path, store: StoreConfig, split: str 
     """Refit ``checkpoint``'s thresholds on ``split`` (its labels come from its reference reports)
     under the rules of its ``train.thresholds`` (``overrides`` may change them, and the data paths)."""
     checkpoint = Path(checkpoint)
-    config, dataset = checkpoint_split(checkpoint, split, overrides, progress)
+    config, dataset, _ = checkpoint_split(checkpoint, split, overrides, progress)
     rules = config.train.thresholds
     if not len(dataset):
         raise ValueError(f"the {split} split of {config.data.annotation_path} is empty")

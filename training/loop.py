@@ -33,6 +33,7 @@ from tqdm import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from cxr.datasets import load_split, prepare_images
+from cxr.home import in_home
 from cxr.observations import State, UncertainPolicy, positive_mask
 from cxr.sentences import LabelledReports
 from generator.checkpoint import (
@@ -190,7 +191,7 @@ class Trainer:
         tc = config.train
         if tc.threads:
             torch.set_num_threads(tc.threads)
-        self.out = Path(tc.output_dir)
+        self.out = in_home(tc.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         cuda = torch.cuda.is_available()
         bf16 = tc.precision == Precision.BF16 or (tc.precision == Precision.AUTO and cuda and torch.cuda.is_bf16_supported())

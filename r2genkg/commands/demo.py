@@ -25,21 +25,15 @@ def register(app: typer.Typer) -> None:
         """Read the IU reports, label them, draw phantom X-rays for a sample, read them back, and
         score a nearest-neighbour retrieval baseline with NLG + clinical-efficacy metrics. On the way,
         load the M3KG into the graph store and write per-study subgraphs for the sample (JSONL)."""
-        from cxr.records import DataError
-        from graphdb.store import GraphStoreError, StoreConfig, StoreKind
+        from graphdb.store import StoreConfig, StoreKind
         from r2genkg.commands.evaluate import print_result
         from r2genkg.demo import DemoConfig, run_demo
-        from training.metrics.meteor import MeteorError
 
         console = Console()
-        try:
-            config = DemoConfig(out=out, annotation=annotation, train_studies=train_studies,
-                                test_studies=test_studies, image_size=image_size, seed=seed,
-                                workers=workers, meteor=meteor,
-                                store=None if store == "embedded" else StoreConfig(kind=StoreKind(store), uri=neo4j_uri))
-            result = run_demo(config, console)
-        except (DataError, GraphStoreError, MeteorError, ValueError) as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from exc
+        config = DemoConfig(out=out, annotation=annotation, train_studies=train_studies,
+                            test_studies=test_studies, image_size=image_size, seed=seed,
+                            workers=workers, meteor=meteor,
+                            store=None if store == "embedded" else StoreConfig(kind=StoreKind(store), uri=neo4j_uri))
+        result = run_demo(config, console)
         print_result(console, result)
         console.print(f"wrote {out / 'results.json'}", highlight=False)

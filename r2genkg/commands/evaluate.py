@@ -155,27 +155,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score generated reports: BLEU-1..4, METEOR, ROUGE-L, CIDEr (R2Gen convention) and
         CheXpert-label precision / recall / F1 (micro, macro; 14 and 5 observations)."""
-        from cxr.records import DataError
         from training.evaluate import evaluate
-        from training.metrics.meteor import MeteorError
 
         console = Console()
-        try:
-            result = evaluate(
-                predictions,
-                references,
-                split,
-                style if clean else None,
-                output=output,
-                meteor=meteor,
-                clinical=clinical,
-                label_text=label_text,
-                allow_missing=allow_missing,
-                progress=True,
-            )
-        except (DataError, MeteorError, ValueError) as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from exc
+        result = evaluate(
+            predictions,
+            references,
+            split,
+            style if clean else None,
+            output=output,
+            meteor=meteor,
+            clinical=clinical,
+            label_text=label_text,
+            allow_missing=allow_missing,
+            progress=True,
+        )
         if result.missing_ids:
             console.print(
                 f"[yellow]{len(result.missing_ids)} studies of {split!r} have no prediction "

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from cxr.records import DataError
-from graphdb.store import GraphStoreError, StoreConfig, open_store
+from graphdb.store import StoreConfig, open_store
 from r2genkg.options import store_options
 
 DEFAULT_SUBGRAPHS = Path("outputs/kg/subgraphs.jsonl")
@@ -32,11 +32,6 @@ class ExtractorKind(str, Enum):
     LLM = "llm"
 
 
-def _fail(err: Exception) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
-    return typer.Exit(code=2)
-
-
 def register(app: typer.Typer) -> None:
     kg = typer.Typer(no_args_is_help=True, help="The M3KG knowledge graph: load, build, stats, subgraphs.")
     app.add_typer(kg, name="kg")
@@ -52,18 +47,15 @@ def register(app: typer.Typer) -> None:
         """Load the published M3KG (37,424 triples) into the store. Idempotent: rerunning never duplicates."""
         from graphdb.m3kg import M3KGFiles, load_m3kg
 
-        try:
-            t0 = time.perf_counter()
-            kg_ = load_m3kg(M3KGFiles.in_dir(m3kg_dir) if m3kg_dir else None)
-            t1 = time.perf_counter()
-            with open_store(store) as s:
-                if replace:
-                    s.clear()
-                s.upsert(kg_, batch_size=batch_size, progress=True)
-                t2 = time.perf_counter()
-                typer.echo(s.stats().format())
-        except (DataError, GraphStoreError, ValueError) as err:
-            raise _fail(err) from None
+        t0 = time.perf_counter()
+        kg_ = load_m3kg(M3KGFiles.in_dir(m3kg_dir) if m3kg_dir else None)
+        t1 = time.perf_counter()
+        with open_store(store) as s:
+            if replace:
+                s.clear()
+            s.upsert(kg_, batch_size=batch_size, progress=True)
+            t2 = time.perf_counter()
+            typer.echo(s.stats().format())
         typer.echo(f"parsed M3KG in {t1 - t0:.2f} s; loaded into {store.kind.value} in {t2 - t1:.2f} s")
 
     @kg.command("build")
@@ -85,35 +77,29 @@ def register(app: typer.Typer) -> None:
         from graphdb.compare import compare_graphs
         from graphdb.m3kg import load_m3kg
 
-        try:
-            records = [r for r in read_r2gen(annotation or bundled_iu_annotation())
-                       if not split or r.split in split]
-            if not records:
-                raise DataError(f"no studies in {annotation or 'the bundled IU annotation'} for split(s) {split}")
-            t0 = time.perf_counter()
-            built = _extractor(extractor, llm_base_url, llm_model, llm_key_env).extract(records, progress=True)
-            t1 = time.perf_counter()
-            typer.echo(f"extracted {len(records):,} reports in {t1 - t0:.2f} s")
-            if compare:
-                typer.echo(compare_graphs(built, load_m3kg()).format())
-            with open_store(store) as s:
-                if studies_only:
-                    s.attach_studies(built, batch_size=batch_size, progress=True)
-                else:
-                    s.upsert(built, batch_size=batch_size, progress=True)
-                typer.echo(s.stats().format())
-        except (DataError, GraphStoreError, ValueError) as err:
-            raise _fail(err) from None
+        records = [r for r in read_r2gen(annotation or bundled_iu_annotation())
+                   if not split or r.split in split]
+        if not records:
+            raise DataError(f"no studies in {annotation or 'the bundled IU annotation'} for split(s) {split}")
+        t0 = time.perf_counter()
+        built = _extractor(extractor, llm_base_url, llm_model, llm_key_env).extract(records, progress=True)
+        t1 = time.perf_counter()
+        typer.echo(f"extracted {len(records):,} reports in {t1 - t0:.2f} s")
+        if compare:
+            typer.echo(compare_graphs(built, load_m3kg()).format())
+        with open_store(store) as s:
+            if studies_only:
+                s.attach_studies(built, batch_size=batch_size, progress=True)
+            else:
+                s.upsert(built, batch_size=batch_size, progress=True)
+            typer.echo(s.stats().format())
 
     @kg.command("stats")
     @store_options
     def stats_cmd(store: StoreConfig) -> None:
         """Node and edge counts of the store."""
-        try:
-            with open_store(store) as s:
-                typer.echo(s.stats().format())
-        except (DataError, GraphStoreError, ValueError) as err:
-            raise _fail(err) from None
+        with open_store(store, read_only=True) as s:
+            typer.echo(s.stats().format())
 
     _features_command(kg)
 
@@ -134,16 +120,13 @@ def register(app: typer.Typer) -> None:
         global multi-scale subgraph instead."""
         from graphdb.pipeline import write_global_subgraph, write_study_subgraphs
 
-        try:
-            spec = _spec(budgets, global_scales)
-            with open_store(store) as s:
-                if global_scales:
-                    report = write_global_subgraph(s, spec, out or DEFAULT_GLOBAL)
-                else:
-                    report = write_study_subgraphs(s, annotation, split, seeds.value, spec, out or DEFAULT_SUBGRAPHS,
-                                                   batch_size)
-        except (DataError, GraphStoreError, ValueError) as err:
-            raise _fail(err) from None
+        spec = _spec(budgets, global_scales)
+        with open_store(store, read_only=True) as s:
+            if global_scales:
+                report = write_global_subgraph(s, spec, out or DEFAULT_GLOBAL)
+            else:
+                report = write_study_subgraphs(s, annotation, split, seeds.value, spec, out or DEFAULT_SUBGRAPHS,
+                                               batch_size)
         typer.echo(report)
 
 
@@ -156,14 +139,11 @@ def _features_command(kg: typer.Typer) -> None:
         from graphdb.features import TextEncoder, node_features
         from graphdb.tensorize import NodeTable
 
-        try:
-            with open_store(store) as s:
-                table = NodeTable.from_nodes(*s.node_table())
-            t0 = time.perf_counter()
-            text_encoder = TextEncoder(store.features_model)
-            features = node_features(table, text_encoder, store.features_cache)
-        except (DataError, GraphStoreError, ValueError, FileNotFoundError) as err:
-            raise _fail(err) from None
+        with open_store(store, read_only=True) as s:
+            table = NodeTable.from_nodes(*s.node_table())
+        t0 = time.perf_counter()
+        text_encoder = TextEncoder(store.features_model)
+        features = node_features(table, text_encoder, store.features_cache)
         typer.echo(f"{features.shape[0]:,} nodes × {features.shape[1]} ({text_encoder.id}) in "
                    f"{time.perf_counter() - t0:.1f} s → {store.features_cache}")
 

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from graphdb.store import StoreConfig
-from r2genkg.options import fail, store_options
+from r2genkg.options import store_options
 
 
 class StepClock:
@@ -52,48 +52,41 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Phantoms → M3KG → train → run_batch on the test split → evaluate → table."""
         from cxr.datasets import prepare_images
-        from cxr.records import DataError
         from generator.batch import read_studies, run_batch
         from generator.checkpoint import CheckpointError
-        from generator.config_io import ConfigError
         from generator.engine import Engine, EngineConfig
         from graphdb.provider import open_knowledge
-        from graphdb.store import GraphStoreError
         from r2genkg.commands.evaluate import print_result
         from training.config import load_experiment
         from training.evaluate import evaluate_records
-        from training.loop import TrainingDiverged, train
+        from training.loop import train
 
         console = Console()
         steps = StepClock(console)
-        try:
-            cfg = load_experiment(config, overrides or [])
-            steps.start("phantoms", "1/6 phantoms")
-            prepare_images(cfg.data, splits=["train", "val"], progress=True)
-            kg = cfg.model.kg
-            if kg.mode.value != "none":
-                steps.start("M3KG", "2/6 M3KG → graph store, node features")
-                knowledge = open_knowledge(store, kg.spec)
-                console.print(f"{len(knowledge.provider.table)} nodes, features {knowledge.features.shape}",
-                              highlight=False)
-                knowledge.close()
-            steps.start("train", "3/6 train")
-            result = train(cfg, store, resume=True, console=console)
-            if result.best is None:
-                raise CheckpointError(f"{result.output_dir}: training wrote no best checkpoint (train.validate off?)")
-            steps.start("run_batch", "4/6 run_batch on the test split")
-            records, failed = read_studies(result.best, None, "test", None)
-            output = Path(cfg.train.output_dir) / "test_reports.jsonl"
-            with Engine.from_checkpoint(result.best, EngineConfig(micro_batch=batch_size), store) as engine:
-                summary = run_batch(engine, records, output, batch_size, read_failures=failed)
-            console.print(f"{summary.written} reports written ({summary.reports_per_second:.1f} reports/s), "
-                          f"{summary.skipped_done} already there, {len(summary.failures)} failed → {output}",
+        cfg = load_experiment(config, overrides or [])
+        steps.start("phantoms", "1/6 phantoms")
+        prepare_images(cfg.data, splits=["train", "val"], progress=True)
+        kg = cfg.model.kg
+        if kg.mode.value != "none":
+            steps.start("M3KG", "2/6 M3KG → graph store, node features")
+            knowledge = open_knowledge(store, kg.spec)
+            console.print(f"{len(knowledge.provider.table)} nodes, features {knowledge.features.shape}",
                           highlight=False)
-            steps.start("evaluate", "5/6 evaluate")
-            scored = evaluate_records(output, records, cfg.data.clean_style, meteor=meteor)
-        except (ConfigError, CheckpointError, DataError, GraphStoreError, TrainingDiverged, FileNotFoundError,
-                ValueError) as exc:
-            raise fail(console, exc) from exc
+            knowledge.close()
+        steps.start("train", "3/6 train")
+        result = train(cfg, store, resume=True, console=console)
+        if result.best is None:
+            raise CheckpointError(f"{result.output_dir}: training wrote no best checkpoint (train.validate off?)")
+        steps.start("run_batch", "4/6 run_batch on the test split")
+        records, failed = read_studies(result.best, None, "test", None)
+        output = result.output_dir / "test_reports.jsonl"
+        with Engine.from_checkpoint(result.best, EngineConfig(micro_batch=batch_size), store) as engine:
+            summary = run_batch(engine, records, output, batch_size, read_failures=failed)
+        console.print(f"{summary.written} reports written ({summary.reports_per_second:.1f} reports/s), "
+                      f"{summary.skipped_done} already there, {len(summary.failures)} failed → {output}",
+                      highlight=False)
+        steps.start("evaluate", "5/6 evaluate")
+        scored = evaluate_records(output, records, cfg.data.clean_style, meteor=meteor)
         steps.start("results", "6/6 results")
         if scored is None:
             console.print("no reference reports to score against")

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from graphdb.store import StoreConfig
-from r2genkg.options import fail, store_options
+from r2genkg.options import store_options
 
 KEYS_ENV = "R2GENKG_API_KEYS"
 
@@ -62,24 +62,19 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from generator.api_schema import ServerConfig
-        from generator.backends import BackendError, BackendKind
-        from generator.checkpoint import CheckpointError
+        from generator.backends import BackendKind
         from generator.engine import Engine, EngineConfig
         from generator.server import access_log_filter, create_app
-        from graphdb.store import GraphStoreError
 
-        try:
-            config = ServerConfig(api_keys=read_api_keys(api_key_file), auth=not no_auth, max_tokens=max_tokens,
-                                  max_image_bytes=int(max_image_mb * 1024 * 1024), max_images=max_images,
-                                  max_decoded_bytes=int(max_decoded_mb * 1024 * 1024), max_decodes=max_decodes,
-                                  max_batch=max_batch, max_wait_ms=max_wait_ms, fill_wait_ms=fill_wait_ms,
-                                  image_url_allowlist=tuple(h.lower() for h in image_url_allowlist or ()))
-            engine_config = EngineConfig(backend=BackendKind(engine), micro_batch=micro_batch, device=device,
-                                         vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key,
-                                         vllm_model_dir=str(vllm_model_dir) if vllm_model_dir else None)
-            eng = Engine.from_checkpoint(checkpoint, engine_config, store, progress)
-        except (CheckpointError, BackendError, GraphStoreError, ValueError, FileNotFoundError) as exc:
-            raise fail(console, exc) from exc
+        config = ServerConfig(api_keys=read_api_keys(api_key_file), auth=not no_auth, max_tokens=max_tokens,
+                              max_image_bytes=int(max_image_mb * 1024 * 1024), max_images=max_images,
+                              max_decoded_bytes=int(max_decoded_mb * 1024 * 1024), max_decodes=max_decodes,
+                              max_batch=max_batch, max_wait_ms=max_wait_ms, fill_wait_ms=fill_wait_ms,
+                              image_url_allowlist=tuple(h.lower() for h in image_url_allowlist or ()))
+        engine_config = EngineConfig(backend=BackendKind(engine), micro_batch=micro_batch, device=device,
+                                     vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key,
+                                     vllm_model_dir=str(vllm_model_dir) if vllm_model_dir else None)
+        eng = Engine.from_checkpoint(checkpoint, engine_config, store, progress)
         if no_auth:
             console.print("[yellow]warning: API keys are off (--no-auth): anyone who reaches the port can use it"
                           "[/yellow]", highlight=False)
@@ -101,15 +96,9 @@ def register(app: typer.Typer) -> None:
         out_dir: Annotated[Path, typer.Argument(help="Where to write the HF folder vLLM loads.")],
     ) -> None:
         """Merge LoRA into the LLM and write an HF folder (with tokenizer) for `vllm serve --enable-prompt-embeds`."""
-        from generator.checkpoint import CheckpointError
         from generator.export import export_llm
-        from graphdb.store import GraphStoreError
 
-        console = Console()
-        try:
-            out = export_llm(checkpoint, out_dir, store=store)
-        except (CheckpointError, GraphStoreError, FileNotFoundError, ValueError) as exc:
-            raise fail(console, exc) from exc
-        console.print(f"wrote {out}\nserve it:  vllm serve {out} --enable-prompt-embeds --served-model-name "
-                      f"r2genkg-llm --port 8001\nthen:      r2genkg serve {checkpoint} --engine vllm-remote "
-                      "--vllm-url http://127.0.0.1:8001/v1", highlight=False)
+        out = export_llm(checkpoint, out_dir, store=store)
+        Console().print(f"wrote {out}\nserve it:  vllm serve {out} --enable-prompt-embeds --served-model-name "
+                        f"r2genkg-llm --port 8001\nthen:      r2genkg serve {checkpoint} --engine vllm-remote "
+                        "--vllm-url http://127.0.0.1:8001/v1", highlight=False)

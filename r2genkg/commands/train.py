@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from graphdb.store import StoreConfig
-from r2genkg.options import fail, store_options
+from r2genkg.options import store_options
 
 
 def register(app: typer.Typer) -> None:
@@ -22,20 +22,12 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[bool, typer.Option(help="--no-resume starts over instead of resuming the newest checkpoint.")] = True,
     ) -> None:
         """Train R2GenKG (resumes from the newest checkpoint in train.output_dir)."""
-        from cxr.records import DataError
-        from generator.checkpoint import CheckpointError
-        from generator.config_io import ConfigError
-        from graphdb.store import GraphStoreError
         from training.config import load_experiment
-        from training.loop import TrainingDiverged, train
+        from training.loop import train
 
         console = Console()
-        try:
-            cfg = load_experiment(config, overrides or [])
-            result = train(cfg, store, resume=resume, console=console)
-        except (ConfigError, CheckpointError, DataError, GraphStoreError, TrainingDiverged, FileNotFoundError,
-                ValueError) as exc:
-            raise fail(console, exc) from exc
+        cfg = load_experiment(config, overrides or [])
+        result = train(cfg, store, resume=resume, console=console)
         s = result.state
         console.print(f"stopped ({s.stopped}) after {s.epoch} epochs, {s.step} steps, {s.samples} samples in "
                       f"{s.seconds:.0f} s of training ({result.samples_per_second:.1f} samples/s); "
@@ -52,23 +44,22 @@ def register(app: typer.Typer) -> None:
         overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config field, e.g. --set generation.num_beams=3")] = None,
         batch_size: Annotated[int | None, typer.Option(help="Generation batch size (default: train.batch_size).")] = None,
         meteor: Annotated[bool, typer.Option(help="--no-meteor skips METEOR (Java).")] = True,
+        full: Annotated[bool, typer.Option("--full", help="Score every study of the split, not the first data.limit.SPLIT of the checkpoint's config.")] = False,
     ) -> None:
         """Evaluate a checkpoint: generate the split's reports, then NLG + CE (14 and 5) + AUROC."""
-        from cxr.records import DataError
-        from generator.checkpoint import CheckpointError
-        from generator.config_io import ConfigError
-        from graphdb.store import GraphStoreError
         from r2genkg.commands.evaluate import print_result, thresholds_table
-        from training.evaluate_checkpoint import evaluate_checkpoint
-        from training.metrics.meteor import MeteorError
+        from training.evaluate_checkpoint import SplitScope, evaluate_checkpoint
 
         console = Console()
-        try:
-            report = evaluate_checkpoint(checkpoint, store, split, output, overrides or [], batch_size=batch_size,
-                                         meteor=meteor)
-        except (ConfigError, CheckpointError, DataError, GraphStoreError, MeteorError, FileNotFoundError,
-                ValueError) as exc:
-            raise fail(console, exc) from exc
+
+        def say_scope(scope: SplitScope) -> None:
+            if scope.cut:
+                console.print(f"scoring {scope.studies} of {scope.total} {scope.split} studies (data.limit."
+                              f"{scope.split}={scope.limit} from the checkpoint's config); --full for all",
+                              highlight=False, soft_wrap=True)
+
+        report = evaluate_checkpoint(checkpoint, store, split, output, overrides or [], batch_size=batch_size,
+                                     meteor=meteor, full=full, on_scope=say_scope)
         console.print(thresholds_table(report.thresholds))
         print_result(console, report.result)
         console.print(f"{report.result.counts['scored']} studies generated at {report.studies_per_second:.1f} "
@@ -87,20 +78,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Refit a checkpoint's per-observation decision thresholds on a labelled split, without
         retraining; the previous ones are kept as thresholds.prev.json."""
-        from cxr.records import DataError
-        from generator.checkpoint import CheckpointError
-        from generator.config_io import ConfigError
-        from graphdb.store import GraphStoreError
         from r2genkg.commands.evaluate import thresholds_table
         from training.calibrate import calibrate_checkpoint
 
         console = Console()
         rules = [f"train.thresholds.{k}={v}" for k, v in (("min_f1", min_f1), ("min_positives", min_positives))
                  if v is not None]
-        try:
-            done = calibrate_checkpoint(checkpoint, store, split, [*(overrides or []), *rules], batch_size=batch_size)
-        except (ConfigError, CheckpointError, DataError, GraphStoreError, FileNotFoundError, ValueError) as exc:
-            raise fail(console, exc) from exc
+        done = calibrate_checkpoint(checkpoint, store, split, [*(overrides or []), *rules], batch_size=batch_size)
         console.print(thresholds_table(done.thresholds))
         changed = sum(old != new for old, new in zip(done.previous.positive, done.thresholds.positive))
         kept = f"; the previous ones are in {done.kept}" if done.kept else ""

@@ -228,7 +228,7 @@ def test_a_multi_frame_dicom_decodes_and_is_charged_for_its_first_frame_only(tmp
 
 def test_row_blocks_give_the_same_pixels_as_one_pass(monkeypatch):
     """A 16-bit PNG taller than one block: identical to the whole-image formula."""
-    import cxr.images as images
+    from cxr import images
 
     values = np.random.default_rng(0).integers(0, 4096, (600, 40))
     monkeypatch.setattr(images, "_ROWS", 64)

@@ -68,3 +68,24 @@ def shared_diagnosis_model(m3kg_store, tiny_tokenizer, tmp_path_factory):
                               "model.diagnosis_prompt=true")
     yield model.eval()
     store.close()
+
+
+# ---- the API server (tests/generator/test_server*.py) ----------------------------------------
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint: Path, m3kg_config):
+    from generator.engine import Engine, EngineConfig
+
+    with Engine.from_checkpoint(tiny_checkpoint, EngineConfig(device="cpu", micro_batch=8), m3kg_config) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def served(engine):
+    """The app with small limits (api_client.LIMITS), served for the module."""
+    from generator.api_schema import ServerConfig
+    from generator.server import create_app
+    from tests.generator.api_client import KEY, LIMITS, Served
+
+    s = Served(create_app(engine, ServerConfig(api_keys=(KEY,), max_batch=16, max_wait_ms=20, **LIMITS)))
+    yield s
+    s.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from PIL import Image
 
 from generator.batch import done_ids, failures_path
+from graphdb.store import DEFAULT_FEATURES_CACHE, DEFAULT_STORE_PATH
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -184,3 +186,26 @@ def test_every_line_says_which_views_were_used_and_which_skipped(tiny_checkpoint
     assert flat["used"] and "nearly flat" in flat["warnings"][0]
     failed = lines(failures_path(out))
     assert [(f["id"], f["stage"]) for f in failed] == [("empty", "read")] and "no image files" in failed[0]["reason"]
+
+
+def test_from_another_directory_the_checkpoint_finds_the_same_store(tiny_checkpoint, m3kg_config, tmp_path,
+                                                                    monkeypatch):
+    """The default store and feature cache are under the project home, not the current directory:
+    run_batch started in a new folder reads the graph the pipeline built, rebuilding nothing there."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    shutil.copytree(m3kg_config.path, home / DEFAULT_STORE_PATH)
+    shutil.copytree(m3kg_config.features_cache, home / DEFAULT_FEATURES_CACHE)
+    cached = sorted(p.name for p in (home / DEFAULT_FEATURES_CACHE).iterdir())
+    elsewhere.mkdir()
+    png(tmp_path / "in" / "a" / "v.png", 0)
+    monkeypatch.delenv("R2GENKG_STORE_PATH")
+    monkeypatch.delenv("R2GENKG_FEATURES_CACHE")
+    env = {**os.environ, "R2GENKG_HOME": str(home)}
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tiny_checkpoint), "--input", str(tmp_path / "in"),
+                           "--output", str(tmp_path / "out.jsonl"), "--no-progress", "--device", "cpu"],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "loading graph" not in proc.stderr                     # the M3KG was not loaded again
+    assert list(elsewhere.iterdir()) == []                        # no ./outputs/kg made in passing
+    assert sorted(p.name for p in (home / DEFAULT_FEATURES_CACHE).iterdir()) == cached
+    assert [r["id"] for r in lines(tmp_path / "out.jsonl")] == ["a"]

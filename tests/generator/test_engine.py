@@ -353,18 +353,18 @@ def test_export_merges_lora_into_plain_weights_with_identical_greedy_tokens(tmp_
 def test_neo4j_store_gives_the_reports_and_evidence_of_the_embedded_one(engine, tiny_checkpoint, m3kg_config,
                                                                          neo4j_settings, monkeypatch):
     """`--store neo4j` (run_batch, serve): the same checkpoint over the real server, M3KG loaded."""
+    from graphdb.dev_server import connect_owned
     from graphdb.m3kg import load_m3kg
-    from graphdb.neo4j_store import Neo4jGraphStore
     from graphdb.store import StoreConfig, StoreKind
 
     s = neo4j_settings
-    with Neo4jGraphStore.connect(s["uri"], s["user"], s["password"], s["database"]) as store:
+    with connect_owned(s) as store:
         store.clear()
         store.upsert(load_m3kg())
-    monkeypatch.setenv("NEO4J_PASSWORD", s["password"])
+    monkeypatch.setenv("NEO4J_PASSWORD", s.password)
     batch = studies(6, seed=5)
     embedded = engine.generate(batch, GREEDY)
-    store = StoreConfig(kind=StoreKind.NEO4J, uri=s["uri"], user=s["user"], database=s["database"],
+    store = StoreConfig(kind=StoreKind.NEO4J, uri=s.uri, user=s.user, database=s.database,
                         features_cache=m3kg_config.features_cache)
     with Engine.from_checkpoint(tiny_checkpoint, EngineConfig(device="cpu", micro_batch=4), store) as neo:
         served = neo.generate(batch, GREEDY)

@@ -11,7 +11,7 @@ import logging
 import pytest
 
 from generator.server import create_app
-from tests.generator.test_server import KEY, Served, data_uri, engine, message, pixels, served  # noqa: F401
+from tests.generator.api_client import KEY, Served, data_uri, message, pixels
 
 pytestmark = pytest.mark.slow
 HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
@@ -110,7 +110,7 @@ def test_not_found_and_method_not_allowed_are_openai_errors(served):
 
 
 def test_an_unhandled_error_is_a_counted_500_without_internals(served, monkeypatch):
-    import generator.server as server
+    from generator import server
 
     def broken(*args, **kwargs):
         raise KeyError("secret internal detail")
@@ -124,7 +124,7 @@ def test_an_unhandled_error_is_a_counted_500_without_internals(served, monkeypat
     assert after - before == 1
 
 
-def test_query_strings_on_v1_never_reach_the_access_log(engine):  # noqa: F811
+def test_query_strings_on_v1_never_reach_the_access_log(engine):
     from generator.api_schema import ServerConfig
     from generator.server import access_log_filter
 
@@ -155,7 +155,7 @@ def test_query_strings_on_v1_never_reach_the_access_log(engine):  # noqa: F811
     assert any("/health?probe=1" in line for line in handler.lines), handler.lines   # only /v1 is cut
 
 
-def test_views_beyond_max_views_are_refused_not_dropped(served, engine):  # noqa: F811
+def test_views_beyond_max_views_are_refused_not_dropped(served, engine):
     assert engine.max_views == 2
     got, answer, _ = post(served, json.dumps({"model": "r2genkg", "messages": message(
         *(data_uri(pixels(30 + i)) for i in range(3)))}))
@@ -175,7 +175,7 @@ def test_the_response_says_what_happened_to_each_view(served):
     assert views[0]["warnings"] == [] and "nearly flat" in views[1]["warnings"][0]
 
 
-def test_decoded_bytes_are_bounded_per_request(engine):  # noqa: F811
+def test_decoded_bytes_are_bounded_per_request(engine):
     """Two 16-bit 300×300 PNGs decode to 180,000 bytes each: under a 300,000-byte request limit the
     second is refused (413) from its header; one alone is served."""
     import base64

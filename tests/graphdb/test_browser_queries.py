@@ -24,12 +24,11 @@ def test_at_least_eight_queries_all_documented_verbatim():
 @pytest.fixture(scope="module")
 def loaded_neo4j(neo4j_settings):
     from cxr.readers import bundled_iu_annotation, read_r2gen
+    from graphdb.dev_server import connect_owned
     from graphdb.extract import RuleExtractor
     from graphdb.m3kg import load_m3kg
-    from graphdb.neo4j_store import Neo4jGraphStore
 
-    cfg = neo4j_settings
-    store = Neo4jGraphStore.connect(cfg["uri"], cfg["user"], cfg["password"], cfg["database"])
+    store = connect_owned(neo4j_settings)
     store.clear()
     store.upsert(load_m3kg())
     wanted = {v for q in BROWSER_QUERIES for k, v in q.params.items() if k.startswith("study")}

@@ -2,7 +2,8 @@
 Browser rendered by headless Chromium, and data that survives a stop/start of the script.
 
 Needs the server (`scripts/neo4j.sh start`; CI starts it). Read-only against that server; the
-persistence test starts its own second instance on other ports in a temporary home.
+persistence test starts its own second instance on other ports in a temporary home (and checks
+that each server's home proves only that server: graphdb.dev_server).
 """
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import shutil
 import subprocess
 import urllib.request
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from neo4j import GraphDatabase
 from neo4j.exceptions import AuthError
+
+from graphdb.dev_server import SERVER_ID_FILE, DevServer, NotOurServer, connect_owned
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "neo4j.sh"
@@ -34,13 +38,13 @@ def _get(url: str) -> tuple[int, str, str]:
 
 def test_bolt_login_and_server_identity(neo4j_settings):
     s = neo4j_settings
-    with GraphDatabase.driver(s["uri"], auth=(s["user"], s["password"])) as driver:
-        records, _, _ = driver.execute_query("RETURN 1 AS one", database_=s["database"])
+    with GraphDatabase.driver(s.uri, auth=(s.user, s.password)) as driver:
+        records, _, _ = driver.execute_query("RETURN 1 AS one", database_=s.database)
         assert records[0]["one"] == 1
         assert driver.get_server_info().agent.startswith("Neo4j/5.26.")
         records, _, _ = driver.execute_query(
             "CALL dbms.components() YIELD name, versions, edition RETURN *",
-            database_=s["database"])
+            database_=s.database)
         kernel = records[0]
         assert kernel["name"] == "Neo4j Kernel"
         assert kernel["versions"][0].startswith("5.26.")
@@ -49,8 +53,8 @@ def test_bolt_login_and_server_identity(neo4j_settings):
 
 def test_wrong_password_is_refused(neo4j_settings):
     s = neo4j_settings
-    wrong = (s["user"], s["password"] + "-wrong")
-    with GraphDatabase.driver(s["uri"], auth=wrong) as driver, pytest.raises(AuthError):
+    wrong = (s.user, s.password + "-wrong")
+    with GraphDatabase.driver(s.uri, auth=wrong) as driver, pytest.raises(AuthError):
         driver.verify_connectivity()
 
 
@@ -92,7 +96,7 @@ def test_browser_app_renders_in_headless_chromium(neo4j_settings, tmp_path: Path
     # the server's discovery document, so this proves the app loaded and talked to the server.
     assert 'data-testid="connect"' in dom
     assert 'data-testid="password"' in dom
-    bolt_hostport = neo4j_settings["uri"].split("://", 1)[1]
+    bolt_hostport = neo4j_settings.uri.split("://", 1)[1]
     assert 'data-testid="boltaddress" id="url-input"' in dom
     assert f'value="{bolt_hostport}"' in dom
 
@@ -132,11 +136,17 @@ def test_data_persists_across_script_stop_start(neo4j_settings, tmp_path: Path):
         assert _script(env, "status").returncode == 0
         with GraphDatabase.driver(uri, auth=auth) as driver:
             driver.execute_query("CREATE (:Probe {token: $t})", t=token)
+        server_id = (tmp_path / "home" / SERVER_ID_FILE).read_text()
+        assert server_id != (neo4j_settings.home / SERVER_ID_FILE).read_text()  # each store its own id
+        second = DevServer(uri, *auth, "neo4j", home=neo4j_settings.home)
+        with pytest.raises(NotOurServer):  # the shared server's home does not prove this one
+            connect_owned(second)
 
         stopped = _script(env, "stop")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert "SIGKILL" not in stopped.stdout  # a clean shutdown
         assert _script(env, "status").returncode == 3
+        assert not (tmp_path / "home" / SERVER_ID_FILE).exists()
 
         restarted = _script(env, "start")
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
@@ -144,5 +154,7 @@ def test_data_persists_across_script_stop_start(neo4j_settings, tmp_path: Path):
             records, _, _ = driver.execute_query(
                 "MATCH (p:Probe {token: $t}) RETURN count(p) AS n", t=token)
         assert records[0]["n"] == 1
+        assert (tmp_path / "home" / SERVER_ID_FILE).read_text() == server_id  # the store's id, not the start's
+        connect_owned(replace(second, home=tmp_path / "home")).close()
     finally:
         _script(env, "stop")

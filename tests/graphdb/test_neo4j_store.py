@@ -3,6 +3,8 @@ close, and how driver errors become one-line GraphStoreErrors. The same store ag
 server: test_store_contract.py and test_store_faults.py (marked neo4j)."""
 from __future__ import annotations
 
+import logging
+import re
 from unittest.mock import MagicMock
 
 import neo4j
@@ -173,3 +175,23 @@ def test_a_lost_server_mid_session_says_start_it(fake: FakeDriver):
     with pytest.raises(GraphStoreError, match=f"cannot reach Neo4j at {URI}"):
         Neo4jGraphStore(fake.driver, uri=URI).run("RETURN 1")
 
+
+
+@pytest.mark.parametrize("uri, bolt", [("http://127.0.0.1:7474", "bolt://127.0.0.1:7687"),
+                                       ("https://db.example:7473/db", "bolt://db.example:7687"),
+                                       ("http://[::1]:8080", "bolt://[::1]:<its Bolt port>")])
+def test_an_http_uri_is_refused_before_any_network_call(monkeypatch, recwarn, uri, bolt):
+    """The driver would try Neo4j's HTTP Query API (a preview: a PreviewWarning, then urllib3's
+    retry warnings for seconds); the store speaks Bolt and says which URI to use."""
+    monkeypatch.setattr(neo4j.GraphDatabase, "driver", MagicMock(side_effect=AssertionError("no driver")))
+    with pytest.raises(GraphStoreError, match=rf"^{re.escape(uri)} is Neo4j's HTTP address .* use {re.escape(bolt)} "):
+        Neo4jGraphStore.connect(uri, "neo4j", "whatever-pw")
+    assert not recwarn.list
+
+
+def test_a_failed_connect_is_one_error_not_the_drivers_log_too(caplog):
+    """neo4j:// to a closed port: the driver logs "Unable to retrieve routing information" at
+    ERROR before it raises; only the GraphStoreError may speak."""
+    with caplog.at_level(logging.DEBUG), pytest.raises(GraphStoreError, match="cannot reach Neo4j at neo4j://"):
+        Neo4jGraphStore.connect("neo4j://127.0.0.1:1", "neo4j", "whatever-pw", connect_timeout_s=2)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("neo4j") and r.levelno >= logging.WARNING] == []

@@ -75,10 +75,9 @@ def store(request, tmp_path: Path):
 def _open(kind: str, request, tmp_path: Path) -> GraphStore:
     if kind == "embedded":
         return EmbeddedGraphStore(tmp_path / "kg")
-    from graphdb.neo4j_store import Neo4jGraphStore
+    from graphdb.dev_server import connect_owned
 
-    cfg = request.getfixturevalue("neo4j_settings")
-    s = Neo4jGraphStore.connect(cfg["uri"], cfg["user"], cfg["password"], cfg["database"])
+    s = connect_owned(request.getfixturevalue("neo4j_settings"))
     s.clear()
     return s
 

@@ -72,12 +72,12 @@ def test_embedded_load_killed_halfway_then_rerun(tmp_path: Path):
 @pytest.mark.neo4j
 @pytest.mark.slow
 def test_neo4j_load_killed_halfway_then_rerun(neo4j_settings):
-    from graphdb.neo4j_store import Neo4jGraphStore
+    from graphdb.dev_server import connect_owned
 
     cfg = neo4j_settings
-    with Neo4jGraphStore.connect(cfg["uri"], cfg["user"], cfg["password"], cfg["database"]) as store:
+    with connect_owned(cfg) as store:
         store.clear()
-        _kill_after("neo4j", "|".join((cfg["uri"], cfg["user"], cfg["password"], cfg["database"])), batches=6)
+        _kill_after("neo4j", f"{cfg.uri}|{cfg.user}|{cfg.password}|{cfg.database}", batches=6)
         partial = store.stats().edges["MODIFY"][0]
         assert 0 < partial < 22_397
         store.upsert(load_m3kg())
@@ -97,7 +97,7 @@ def test_wrong_password_says_set_it(neo4j_settings):
     from graphdb.neo4j_store import Neo4jGraphStore
 
     with pytest.raises(GraphStoreError, match=r"wrong password\. Set NEO4J_PASSWORD"):
-        Neo4jGraphStore.connect(neo4j_settings["uri"], neo4j_settings["user"], "not-the-password", "neo4j")
+        Neo4jGraphStore.connect(neo4j_settings.uri, neo4j_settings.user, "not-the-password", "neo4j")
 
 
 @pytest.mark.neo4j
@@ -106,7 +106,7 @@ def test_wrong_database_names_it(neo4j_settings):
 
     cfg = neo4j_settings
     with pytest.raises(GraphStoreError, match=r"no database 'm3kg'.*--neo4j-database neo4j"):
-        Neo4jGraphStore.connect(cfg["uri"], cfg["user"], cfg["password"], "m3kg")
+        Neo4jGraphStore.connect(cfg.uri, cfg.user, cfg.password, "m3kg")
 
 
 def test_unknown_relation_type_names_the_line(tmp_path: Path):

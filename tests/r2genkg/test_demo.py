@@ -8,6 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 from r2genkg.commands import demo
+from r2genkg.options import one_line_errors
 
 
 def make_app() -> typer.Typer:
@@ -18,7 +19,7 @@ def make_app() -> typer.Typer:
     def noop() -> None:  # a second command keeps typer from collapsing the group
         pass
 
-    return app
+    return one_line_errors(app)
 
 
 @pytest.mark.slow

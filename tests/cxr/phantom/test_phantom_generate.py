@@ -17,6 +17,7 @@ from cxr.phantom.render import PhantomConfig
 from cxr.readers.r2gen import read_r2gen
 from cxr.records import DataError, ErrorPolicy
 from r2genkg.commands.phantoms import register
+from r2genkg.options import one_line_errors
 
 SMALL = PhantomConfig(size=96)
 
@@ -155,7 +156,7 @@ def test_progress_advances_one_study_at_a_time(tmp_path, monkeypatch, workers):
 def _cli() -> typer.Typer:
     app = typer.Typer()
     register(app)
-    return app
+    return one_line_errors(app)
 
 
 def test_cli_phantoms_and_resume_message(iu_annotation, tmp_path):

@@ -9,6 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from r2genkg.commands.evaluate import register
+from r2genkg.options import one_line_errors
 from training.evaluate import evaluate
 
 
@@ -21,7 +22,7 @@ def app():
     def _noop() -> None:
         """Nothing."""
 
-    return app
+    return one_line_errors(app)
 
 
 @pytest.fixture()

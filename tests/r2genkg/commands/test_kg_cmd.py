@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from graphdb.store import DEFAULT_STORE_PATH, StoreConfig
 from r2genkg.cli import app
 
 
@@ -70,6 +72,27 @@ def test_bad_options_get_one_line_errors(tmp_path: Path, small_annotation: Path)
     assert code == 2 and "--llm-base-url and --llm-model" in out
     code, out = kg("stats", "--store", "neo4j", "--neo4j-uri", "bolt://127.0.0.1:1")
     assert code == 2 and "cannot reach Neo4j" in out
+
+
+def test_stats_without_a_store_says_how_to_build_it_and_creates_nothing(tmp_path: Path):
+    code, out = kg("stats", "--store-path", tmp_path / "kg")
+    assert code == 2 and out.count("\n") == 1, out
+    assert f"no embedded graph at {tmp_path / 'kg'}: build it with `r2genkg kg load-m3kg`" in out
+    assert not (tmp_path / "kg").exists()
+
+
+def test_stats_reads_the_store_the_pipeline_builds_from_any_directory(monkeypatch, tmp_path: Path, m3kg_config):
+    """The pipeline, training, checkpoints and `kg` share one default store, under the project home."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    shutil.copytree(m3kg_config.path, home / DEFAULT_STORE_PATH)
+    elsewhere.mkdir()
+    monkeypatch.setenv("R2GENKG_HOME", str(home))
+    monkeypatch.delenv("R2GENKG_STORE_PATH")
+    monkeypatch.chdir(elsewhere)
+    code, out = kg("stats")
+    assert code == 0 and "Entity 2,418" in out, out
+    assert StoreConfig.from_env().path == home / DEFAULT_STORE_PATH
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_every_kg_command_has_help():

@@ -7,6 +7,7 @@ package org.r2genkg;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
 import java.util.Map;
 import java.util.concurrent.CountDownLatch;
 
@@ -28,7 +29,10 @@ import org.neo4j.logging.log4j.Log4jLogProvider;
  * _HTTP_PORT), then to 127.0.0.1:7687 / :7474. The password of user {@code neo4j} comes from
  * NEO4J_PASSWORD (dev default {@value #DEV_PASSWORD}) and is (re)applied on every start, so a
  * changed value takes effect on the next start. Once the password is set the file
- * {@code <home>/run/ready} appears; it is removed on shutdown (SIGTERM runs the shutdown hook).
+ * {@code <home>/run/server-id} gets the DBMS id ({@code CALL dbms.info()}, created with the
+ * store) and then {@code <home>/run/ready} appears; both are removed on shutdown (SIGTERM runs the
+ * shutdown hook). The id file lets tests prove that the server at a URI is this one before they
+ * clear it (graphdb/dev_server.py).
  */
 public final class Neo4jServer {
     static final String DEV_PASSWORD = "r2genkg-dev";
@@ -36,6 +40,7 @@ public final class Neo4jServer {
     // Parameterised, so the password never lands in a query string or the query log.
     static final String SET_PASSWORD = "ALTER USER neo4j SET PASSWORD $pw CHANGE NOT REQUIRED";
     static final String SAME_PASSWORD = "Old password and new password cannot be the same";
+    static final String DBMS_ID = "CALL dbms.info() YIELD id RETURN id";
 
     record Options(Path home, String host, int boltPort, int httpPort, String password,
                    long pageCacheBytes) {}
@@ -43,10 +48,12 @@ public final class Neo4jServer {
     public static void main(String[] args) throws InterruptedException {
         Options opt = parse(args);
         Path ready = opt.home().resolve("run").resolve("ready");
+        Path serverId = opt.home().resolve("run").resolve("server-id");
         DatabaseManagementService dbms = null;
         try {
             Files.createDirectories(ready.getParent());
             Files.deleteIfExists(ready);
+            Files.deleteIfExists(serverId);
             dbms = start(opt);
         } catch (Exception e) {
             e.printStackTrace();
@@ -58,6 +65,7 @@ public final class Neo4jServer {
             System.out.println("r2genkg: shutting down Neo4j");
             try {
                 Files.deleteIfExists(ready);
+                Files.deleteIfExists(serverId);
             } catch (IOException ignored) {
                 // the script treats a dead pid as stopped anyway
             }
@@ -69,10 +77,15 @@ public final class Neo4jServer {
             boolean changed = applyPassword(started, opt.password());
             System.out.printf("r2genkg: neo4j password %s (%s)%n", changed ? "set" : "unchanged",
                     System.getenv("NEO4J_PASSWORD") == null ? "dev default" : "NEO4J_PASSWORD");
-            Files.writeString(ready, ProcessHandle.current().pid() + "\n");
         } catch (Exception e) {
             // exits; the shutdown hook stops the DBMS
             fail("could not set the neo4j password: " + e.getMessage(), 1);
+        }
+        try {
+            writeAtomically(serverId, dbmsId(started) + "\n");
+            Files.writeString(ready, ProcessHandle.current().pid() + "\n");
+        } catch (Exception e) {
+            fail("could not write " + serverId + " or " + ready + ": " + e.getMessage(), 1);
         }
         System.out.printf("r2genkg: ready. bolt://%s:%d  http://%s:%d/browser/  user neo4j%n",
                 opt.host(), opt.boltPort(), opt.host(), opt.httpPort());
@@ -116,6 +129,19 @@ public final class Neo4jServer {
             }
             throw e;
         }
+    }
+
+    /** The DBMS id: a random UUID made with the store, so no other server has it by accident. */
+    static String dbmsId(DatabaseManagementService dbms) {
+        return dbms.database(GraphDatabaseSettings.SYSTEM_DATABASE_NAME)
+                .executeTransactionally(DBMS_ID, Map.of(), result -> String.valueOf(result.next().get("id")));
+    }
+
+    /** A reader never sees a half-written file: write a sibling, then rename it over. */
+    static void writeAtomically(Path path, String text) throws IOException {
+        Path tmp = path.resolveSibling(path.getFileName() + ".tmp");
+        Files.writeString(tmp, text);
+        Files.move(tmp, path, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
     }
 
     static Options parse(String[] args) {
