@@ -27,7 +27,14 @@ def started(monkeypatch) -> dict:
 
     monkeypatch.setattr(Engine, "from_checkpoint", classmethod(from_checkpoint))
     monkeypatch.setattr(generator.server, "create_app", lambda engine, config: "app")
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: seen.update(host=host, port=port))
+    class Server:   # uvicorn.Server(config).run(), without binding a port
+        def __init__(self, config: uvicorn.Config) -> None:
+            self.config = config
+
+        def run(self) -> None:
+            seen.update(host=self.config.host, port=self.config.port)
+
+    monkeypatch.setattr(uvicorn, "Server", Server)
     return seen
 
 
