@@ -35,9 +35,9 @@ UNCOVERED = "eval_test_uncovered"   # the same checkpoint with generation.cover_
 COLUMNS = ("variant", "seeds", *(c for f in FIGURES for c in (f, f"{f}_sd")), "epochs", "selected_epochs")
 
 
-def seed_row(run: Path) -> dict[str, Any]:
-    """One finished run's figures."""
-    results = run / "best" / "eval_test" / "results.json"
+def seed_row(run: Path, evaluation: str = "eval_test", uncovered_eval: str = UNCOVERED) -> dict[str, Any]:
+    """One finished run's figures, from its evaluation folders under RUN/best."""
+    results = run / "best" / evaluation / "results.json"
     if not results.is_file():
         raise SystemExit(f"{run}: no test results ({results}); run r2genkg test {run}/best first")
     data = json.loads(results.read_text())
@@ -49,7 +49,7 @@ def seed_row(run: Path) -> dict[str, Any]:
     with (run / "val_log.csv").open() as f:
         val = list(csv.DictReader(f))
     best = max(val, key=lambda r: float(r["score"]))
-    uncovered = run / "best" / UNCOVERED / "results.json"
+    uncovered = run / "best" / uncovered_eval / "results.json"
     u = json.loads(uncovered.read_text())["metrics"] if uncovered.is_file() else None
     return {"BLEU_4": m["nlg"]["BLEU_4"], "CIDEr": m["nlg"]["CIDEr"], "CE14_micro_F1": m["ce_14"]["micro"]["f1"],
             "CE14_macro_F1": m["ce_14"]["macro"]["f1"], "CE5_micro_F1": m["ce_5"]["micro"]["f1"],
@@ -102,8 +102,9 @@ def _value(text: str) -> Any:
         return text
 
 
-def write_record(run: Path, out: Path, conditions: list[str]) -> None:
-    row = seed_row(run)
+def write_record(run: Path, out: Path, conditions: list[str], evaluation: str = "eval_test",
+                 uncovered_eval: str = UNCOVERED) -> None:
+    row = seed_row(run, evaluation, uncovered_eval)
     for item in conditions:
         key, sep, value = item.partition("=")
         if not sep:
@@ -129,12 +130,15 @@ def main() -> None:
     p.add_argument("--csv", type=Path, default=Path("docs/results.csv"))
     p.add_argument("--record", type=Path, metavar="RUN", help="write one finished run's record to --out")
     p.add_argument("--out", type=Path, help="the record file (with --record)")
+    p.add_argument("--eval", default="eval_test", help="with --record: the evaluation folder under RUN/best "
+                   "(another decoding, e.g. eval_test_beam3 from r2genkg test --output)")
+    p.add_argument("--uncovered-eval", default=UNCOVERED, help="with --record: the coverage-off evaluation folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a condition of the run; VALUE is read as JSON where it parses, so quote a string that looks like a number")
     args = p.parse_args()
     if args.record is not None:
         if args.out is None:
             p.error("--record needs --out")
-        write_record(args.record, args.out, args.set)
+        write_record(args.record, args.out, args.set, args.eval, args.uncovered_eval)
         return
     table = read_records(args.records) + reference_rows(args.records / "baselines.json")
     if not table:
