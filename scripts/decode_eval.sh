@@ -6,6 +6,7 @@
 #   .venv/bin/python scripts/results_table.py --records docs/ablation_runs_beam3 --csv docs/results_beam3.csv
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # this clone's code, whatever the shared venv points at
 name=${1:?usage: scripts/decode_eval.sh NAME OVERRIDE...}; shift
 [ $# -gt 0 ] || { echo "usage: scripts/decode_eval.sh NAME OVERRIDE... (e.g. beam3 generation.num_beams=3)" >&2; exit 2; }
 R2GENKG=${R2GENKG:-.venv/bin/r2genkg}

@@ -85,3 +85,16 @@ def test_an_unfinished_run_and_a_bad_condition_are_one_line_errors(tmp_path):
     done = subprocess.run([*SCRIPT, "--record", str(tmp_path / "full" / "seed2"), "--out", str(tmp_path / "r.json"),
                            "--set", "threads"], capture_output=True, text=True, cwd=REPO, check=False)
     assert done.returncode != 0 and "KEY=VALUE" in done.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_a_record_of_another_decoding_reads_its_own_evaluation_folder(tmp_path):
+    """--eval: scripts/decode_eval.sh records e.g. beam 3 from best/eval_test_beam3, not the default."""
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    run = _run(runs, "full", 1, 0.10, 10.0)
+    shutil.copytree(run / "best" / "eval_test", run / "best" / "eval_test_beam3")
+    beam = json.loads((run / "best" / "eval_test_beam3" / "results.json").read_text())
+    beam["metrics"]["nlg"]["BLEU_4"] = 0.13
+    (run / "best" / "eval_test_beam3" / "results.json").write_text(json.dumps(beam))
+    kept = json.loads(_record(runs, records, "full", 1, "--eval", "eval_test_beam3",
+                              "--uncovered-eval", "eval_test_beam3_uncovered").read_text())
+    assert kept["BLEU_4"] == pytest.approx(0.13) and "uncovered_CE5_micro_F1" not in kept
