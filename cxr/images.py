@@ -144,11 +144,14 @@ def _to_gray8(img: Image.Image) -> Image.Image:
 _ROWS = 256   # rows per block: float64 temporaries stay at 256 × width, not the whole image
 
 
-def _by_rows(display: Callable[[np.ndarray], np.ndarray], values: np.ndarray) -> np.ndarray:
-    """(H, W, …) stored values → (H, W) uint8, ``display`` (values → 0..255) applied block by block."""
-    out = np.empty(values.shape[:2], dtype=np.uint8)
+def _by_rows(display: Callable[[np.ndarray], np.ndarray], values: np.ndarray,
+             dtype: type[np.generic] = np.uint8) -> np.ndarray:
+    """(H, W, …) stored values → (H, W) ``dtype``, ``display`` applied block by block: uint8 takes
+    0..255 display values (rounded, clipped); float32 keeps them as they are."""
+    out = np.empty(values.shape[:2], dtype=dtype)
     for start in range(0, values.shape[0], _ROWS):
-        out[start:start + _ROWS] = _to_uint8(display(values[start:start + _ROWS]))
+        block = display(values[start:start + _ROWS])
+        out[start:start + _ROWS] = _to_uint8(block) if dtype is np.uint8 else block
     return out
 
 
@@ -184,19 +187,11 @@ def dicom_to_uint8(path: Path | BinaryIO, limits: DecodeLimits | None = None, na
             return block[..., :3].astype(np.float64) @ _LUMA
         if int(ds.get("BitsStored", 8)) <= 8:
             return _by_rows(luma, pixels)
-        gray = _by_rows_float(luma, pixels)
+        gray = _by_rows(luma, pixels, np.float32)   # the range first, then the mapping
         return _by_rows(_min_max_map(float(gray.min()), float(gray.max())), gray)
     invert = str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
     display = _voi(lambda block: np.asarray(apply_modality_lut(block, ds)), pixels, ds, path)
     return _by_rows((lambda block: 255.0 - display(block)) if invert else display, pixels)
-
-
-def _by_rows_float(fn: Callable[[np.ndarray], np.ndarray], values: np.ndarray) -> np.ndarray:
-    """(H, W, …) → (H, W) float32, ``fn`` applied block by block (for a range taken before mapping)."""
-    out = np.empty(values.shape[:2], dtype=np.float32)
-    for start in range(0, values.shape[0], _ROWS):
-        out[start:start + _ROWS] = fn(values[start:start + _ROWS])
-    return out
 
 
 def _read_dicom(path: Path | BinaryIO, name: str | None = None) -> Dataset:

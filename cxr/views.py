@@ -8,6 +8,7 @@ decoded view that is nearly flat (a bit depth or window gone wrong: the model wo
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr.images import is_dicom, load_image, resize_view
+from cxr.images import DICOM_SUFFIXES, IMAGE_SUFFIXES, load_image, resize_view
 from cxr.records import DataError
 
+log = logging.getLogger(__name__)
 FRONTAL_VIEWS = frozenset({"PA", "AP", "FRONTAL", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD", "PA RLD"})
 FLAT_LEVELS = 16   # a view whose 1st-99th percentile spread is under this many of 255 gray levels is "nearly flat"
 
@@ -56,9 +58,11 @@ def prepare_view(image: Image.Image | np.ndarray, size: int | None) -> tuple[np.
 
 
 def read_views(paths: Sequence[str | Path], max_views: int, size: int | None = None,
-               load: Callable[[Path], Image.Image] = load_image) -> tuple[list[np.ndarray], list[ViewNote]]:
+               load: Callable[[Path], Image.Image] = load_image,
+               study: str = "") -> tuple[list[np.ndarray], list[ViewNote]]:
     """The study's first ``max_views`` readable files, decoded (and downsized to ``size``), and a note
-    per file: used, unreadable (the decoder's reason), or beyond ``max_views``."""
+    per file: used, unreadable (the decoder's reason), or beyond ``max_views``. An unreadable file and
+    a view's warnings are also logged, naming ``study``."""
     views: list[np.ndarray] = []
     notes: list[ViewNote] = []
     for path in paths:
@@ -68,8 +72,11 @@ def read_views(paths: Sequence[str | Path], max_views: int, size: int | None = N
         try:
             view, warnings = prepare_view(load(Path(path)), size)
         except DataError as exc:
+            log.warning("study %s: view skipped: %s", study, exc)
             notes.append(ViewNote(str(path), False, str(exc)))
             continue
+        for warning in warnings:
+            log.warning("study %s: %s: %s", study, path, warning)
         views.append(view)
         notes.append(ViewNote(str(path), True, warnings=warnings))
     return views, notes
@@ -88,10 +95,10 @@ def dicom_view_position(path: Path) -> str:
 
 
 def frontal_first(paths: Sequence[Path]) -> list[Path]:
-    """DICOM files with a lateral ViewPosition after the rest; otherwise the given order (stable)."""
+    """DICOM files with a lateral ViewPosition after the rest; otherwise the given order (stable).
+    PNG / JPEG files (by suffix) are not opened; any other file's header is read for ViewPosition
+    (a file that is not DICOM has none)."""
     def rank(path: Path) -> int:
-        try:
-            return view_rank(dicom_view_position(path)) if is_dicom(path) else 0
-        except OSError:
-            return 0
+        raster = path.suffix.lower() in IMAGE_SUFFIXES - DICOM_SUFFIXES
+        return 0 if raster else view_rank(dicom_view_position(path))
     return sorted(paths, key=rank)

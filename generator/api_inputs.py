@@ -101,12 +101,12 @@ def image_urls(request: ChatCompletionRequest, config: ServerConfig, max_views: 
     return urls
 
 
-def read_study(request: ChatCompletionRequest, config: ServerConfig, size: int, max_views: int) -> StudyInput:
-    """Decode each view within the request's limits and downsize it to ``size`` at once: only
-    (size, size) uint8 views leave this function."""
+def read_study(urls: list[str], config: ServerConfig, size: int) -> StudyInput:
+    """Decode each view (``image_urls``) within the request's limits and downsize it to ``size`` at
+    once: only (size, size) uint8 views leave this function."""
     limits = DecodeLimits(config.max_pixels, config.max_decoded_bytes)
     views, notes = [], []
-    for k, url in enumerate(image_urls(request, config, max_views)):
+    for k, url in enumerate(urls):
         data = _image_bytes(url, config, k)
         try:
             image = decode_image_bytes(data, f"image {k}", limits)

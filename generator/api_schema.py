@@ -1,7 +1,8 @@
 """The API's request contract: ``ServerConfig`` (limits), ``APIError`` (OpenAI's error object) and
 the pydantic request models, which refuse unknown fields and content parts other than text /
 image_url (``extra="forbid"``), so a client never sends tensors or embeddings (cf. vLLM
-CVE-2025-62164). ``validation_error`` turns pydantic's errors into one-line 400s naming the field.
+CVE-2025-62164). ``parse_request`` reads a raw body into the request; every way it can be
+malformed is a one-line 400 naming the field (``validation_error`` for pydantic's errors).
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import (
     BaseModel,
@@ -187,21 +187,18 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(RequestValidationError(exc.errors(), body=data)) from None
+        raise validation_error(exc, data) from None
     except RecursionError:   # a body the JSON parser took but validation recursed too deep into
         raise APIError(400, "request body: nested too deeply", code="json_invalid") from None
 
 
-def validation_error(exc: RequestValidationError) -> APIError:
-    """The first of pydantic's errors as one line naming the field, in OpenAI's error object."""
+def validation_error(exc: ValidationError, body: Any) -> APIError:
+    """The first of pydantic's errors about ``body`` as one line naming the field, in OpenAI's error
+    object (``parse_request`` has already answered bodies that are not a JSON object)."""
     errors = exc.errors()
     err = errors[0]
-    loc = list(err["loc"])[1:] if err["loc"] and err["loc"][0] == "body" else list(err["loc"])
     kind, ctx = err["type"], err.get("ctx") or {}
-    if kind == "json_invalid":
-        return APIError(400, f"request body is not JSON: {ctx.get('error', err['msg'])} (at character "
-                        f"{loc[0] if loc else 0})", code=kind)
-    path = _field_path(loc, exc.body, missing=kind == "missing")
+    path = _field_path(list(err["loc"]), body, missing=kind == "missing")
     if kind in {"union_tag_invalid", "union_tag_not_found"}:
         path = ".".join(p for p in (path, str(ctx.get("discriminator", "type")).strip("'")) if p)
     if kind == "extra_forbidden":

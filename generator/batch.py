@@ -154,15 +154,10 @@ def result_row(result: GenerationResult, study: StudyInput, labels: np.ndarray, 
 
 def _load(record: StudyRecord, max_views: int, size: int) -> StudyInput | Failure:
     """The study's views, decoded and downsized to the model's size (what the engine would do)."""
-    views, notes = read_views(record.image_paths, max_views, size)
+    views, notes = read_views(record.image_paths, max_views, size, study=record.study_id)
     if not views:
         reason = "; ".join(n.reason for n in notes if n.reason) or "the study lists no image"
         return Failure(record.study_id, "image", reason, [asdict(n) for n in notes])
-    for note in notes:
-        if not note.used and note.reason and not note.reason.startswith("beyond"):
-            log.warning("study %s: view skipped: %s", record.study_id, note.reason)
-        for warning in note.warnings:
-            log.warning("study %s: %s: %s", record.study_id, note.view, warning)
     return StudyInput(record.study_id, views, notes)
 
 

@@ -21,7 +21,6 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -29,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from generator.api_inputs import image_urls, read_settings, read_study
-from generator.api_schema import APIError, ServerConfig, parse_request, validation_error
+from generator.api_schema import APIError, ServerConfig, parse_request
 from generator.batcher import DynamicBatcher, Job, QueueFullError
 from generator.engine import Engine, StudyInput
 from generator.model import GenerationResult
@@ -133,10 +132,6 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return exc.response()
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return validation_error(exc).response()
-
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:   # 404, 405, unparsable body
         response = APIError(exc.status_code, str(exc.detail),
@@ -167,9 +162,9 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
             raise APIError(404, f"the model {request.model[:64]!r} does not exist; this server serves "
                            f"{config.model_name!r} (GET /v1/models)", param="model", code="model_not_found")
         settings = read_settings(request, engine.default_settings, config)
-        image_urls(request, config, engine.max_views)   # refuse a request with too many views before waiting
+        urls = image_urls(request, config, engine.max_views)   # too many views: refused before waiting
         async with decodes:   # at most config.max_decodes decoding at once, off the event loop
-            study = await run_in_threadpool(read_study, request, config, engine.image_size, engine.max_views)
+            study = await run_in_threadpool(read_study, urls, config, engine.image_size)
         loop = asyncio.get_running_loop()
         stream = bool(request.stream)
         job = Job(study, settings, loop.create_future(), asyncio.Queue() if stream else None)

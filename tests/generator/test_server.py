@@ -149,7 +149,7 @@ def test_every_response_is_counted_by_status(served):
     before = by_status()
     assert served.get("/v1/models")[0] == 401                       # answered by the guard
     assert served.get("/nowhere")[0] == 404                         # by the HTTPException handler
-    with pytest.raises(openai.BadRequestError):                     # by the RequestValidationError handler
+    with pytest.raises(openai.BadRequestError):                     # by parse_request
         served.client().chat.completions.create(model="r2genkg", messages=[])
     after = by_status()
     assert {s: after[s] - before[s] for s in before} == {200: 1, 400: 1, 401: 1, 404: 1}   # 200: the first scrape
