@@ -8,7 +8,10 @@
 #   THREADS=1 scripts/ablations.sh full/seed1 &  THREADS=1 scripts/ablations.sh full/seed2 &
 # Variants and seeds: full, global, no_kg, full_no_diagnosis_prompt × seeds 1 2 3;
 # no_disease_tokens × seed 1. Then: .venv/bin/python scripts/results_table.py
-# Environment: OUT (run folders), RECORDS (records), THREADS, R2GENKG (the command).
+# Environment: OUT (run folders), RECORDS (records), THREADS, R2GENKG (the command), EXTRA (overrides
+# added to every run, to rerun the experiment under a candidate default, e.g.
+#   EXTRA="model.qformer.uncertain_policy=soft" OUT=outputs/runs/ablations_soft RECORDS=docs/ablation_runs_soft
+#   scripts/ablations.sh full ).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R2GENKG=${R2GENKG:-.venv/bin/r2genkg}
@@ -16,6 +19,7 @@ OUT=${OUT:-outputs/runs/ablations}
 RECORDS=${RECORDS:-docs/ablation_runs}
 PYTHON=${PYTHON:-.venv/bin/python}
 THREADS=${THREADS:-2}
+EXTRA=${EXTRA:-}
 
 declare -A OVERRIDES=(
   [full]=""
@@ -47,7 +51,7 @@ for run in "${runs[@]}"; do
   started=$(date -Is); start=$(date +%s); commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   # shellcheck disable=SC2086
   "$R2GENKG" train --config configs/iu_phantom.yaml train.output_dir="$dir" train.seed="$seed" \
-    train.threads="$THREADS" ${OVERRIDES[$variant]}
+    train.threads="$THREADS" ${OVERRIDES[$variant]} $EXTRA
   train_s=$(( $(date +%s) - start )); start=$(date +%s)
   if [ ! -f "$dir/best/eval_test/results.json" ]; then "$R2GENKG" test "$dir/best" --split test --batch-size 32; fi
   # the decoder alone: the same checkpoint with the coverage pass off (generator/coverage.py)
@@ -58,5 +62,5 @@ for run in "${runs[@]}"; do
   test_s=$(( $(date +%s) - start ))
   "$PYTHON" scripts/results_table.py --record "$dir" --out "$record" --set "train_wall_s=$train_s" \
     --set "test_wall_s=$test_s" --set "threads=$THREADS" --set "started=\"$started\"" \
-    --set "commit=\"$commit\""   # quoted: a hash such as 1234567 or 12e4567 would read as a number
+    --set "commit=\"$commit\"" --set "extra=\"$EXTRA\""   # quoted: a hash such as 1234567 or 12e4567 would read as a number
 done
