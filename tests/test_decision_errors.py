@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr.observations import FIVE_OBSERVATIONS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, Observation
+from cxr.observations import (
+    FIVE_OBSERVATIONS,
+    NEGATIVE,
+    OBSERVATIONS,
+    POSITIVE,
+    UNCERTAIN,
+    Observation,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("decision_errors", REPO / "scripts" / "decision_errors.py")
