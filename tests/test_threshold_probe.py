@@ -1,0 +1,50 @@
+"""scripts/threshold_probe.py: the threshold rules it compares, on probabilities made to order."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxr.observations import OBSERVATIONS, Observation
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("threshold_probe", REPO / "scripts" / "threshold_probe.py")
+threshold_probe = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(threshold_probe)
+
+CARDIO = OBSERVATIONS.index(Observation.CARDIOMEGALY)
+
+
+def _split(n: int = 100, positives: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    p = np.full((n, len(OBSERVATIONS)), 0.01)
+    truth = np.zeros_like(p, dtype=bool)
+    p[:, CARDIO] = np.linspace(0.0, 0.99, n)       # the top ``positives`` studies are the positives
+    truth[n - positives:, CARDIO] = True
+    return p, truth
+
+
+def test_each_rule_separates_a_cleanly_ranked_observation() -> None:
+    p, truth = _split()
+    shipped = np.full(len(OBSERVATIONS), 0.5)
+    for rule in ("bootstrap", "rate", "oracle"):
+        cuts = threshold_probe.rule_cuts(p, truth, shipped, rule, resamples=20)
+        decided = p[:, CARDIO] >= cuts[CARDIO]
+        assert (decided == truth[:, CARDIO]).all(), rule
+        others = [j for j in range(len(OBSERVATIONS)) if j != CARDIO]
+        assert (cuts[others] == shipped[others]).all()   # no positives: the shipped cut stays
+
+
+def test_rate_decides_as_many_as_there_are_positives() -> None:
+    p, truth = _split()
+    truth[-10:, CARDIO] = False
+    truth[[5, 50, 60, 70, 80, 85, 90], CARDIO] = True   # badly ranked: rate still decides 7
+    cuts = threshold_probe.rule_cuts(p, truth, np.full(len(OBSERVATIONS), 0.5), "rate", resamples=1)
+    assert int((p[:, CARDIO] >= cuts[CARDIO]).sum()) == 7
+
+
+def test_micro_f1() -> None:
+    decided = np.array([[True, False], [True, True]])
+    truth = np.array([[True, False], [False, True]])
+    assert threshold_probe._micro_f1(decided, truth) == pytest.approx(2 * 2 / (3 + 2))
