@@ -21,7 +21,7 @@ def observations_of(text: str, labeler: ReportLabeler | None = None) -> tuple[Ob
     """Observations a bare entity string expresses ("effusion" → Pleural Effusion)."""
     if normalize(text) in NO_FINDING_NAMES:
         return (Observation.NO_FINDING,)
-    labels = (labeler or ReportLabeler()).label(text).values
+    labels = (labeler or ReportLabeler()).label(text, check_language=False).values   # a term, not a report
     return tuple(o for o, v in labels.items()
                  if o is not Observation.NO_FINDING and v in (POSITIVE, UNCERTAIN))
 

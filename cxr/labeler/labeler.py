@@ -102,7 +102,9 @@ class ReportLabeler:
     into uncertain Cardiomegaly.
     """
 
-    def label(self, report: str) -> ReportLabels:
+    def label(self, report: str, check_language: bool = True) -> ReportLabels:
+        """``check_language=False`` reads a term, not a report (an entity name such as
+        "defibrillator" or "et tube"): one rare word is no sign of another language."""
         values: dict[Observation, float | None] = dict.fromkeys(OBSERVATIONS)
         mentions: list[Mention] = []
         others: list[Mention] = []
@@ -122,6 +124,8 @@ class ReportLabeler:
                 if cur is None or _RANK[raw.label] > _RANK[cur]:
                     values[raw.observation] = raw.label
         unread = unread_reason(all_words)
+        if unread is Unread.NOT_ENGLISH and not check_language:
+            unread = None
         if unread is not None:
             return ReportLabels(dict.fromkeys(OBSERVATIONS), unread=unread)
         finding = any(values[o] in (POSITIVE, UNCERTAIN) for o in OBSERVATIONS if o not in _NOT_FINDINGS)
