@@ -23,6 +23,7 @@ import numpy as np
 from cxr.labeler import label_reports
 from cxr.observations import FIVE_OBSERVATIONS, OBSERVATIONS, POSITIVE, UNCERTAIN
 from cxr.readers.r2gen import bundled_iu_annotation, read_r2gen
+from training.metrics.clinical import ce_metrics
 
 
 def reference_labels(split: str = "test") -> dict[str, np.ndarray]:
@@ -44,24 +45,20 @@ def decision_errors(run: Path, labels: dict[str, np.ndarray], observations: list
     if not path.is_file():
         raise SystemExit(f"{path}: not found (score the run first: r2genkg test {run}/best --split test)")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    missing = [r["id"] for r in rows if r["id"] not in labels]
+    ids = [r["id"] for r in rows]
+    missing = [i for i in ids if i not in labels]
     if missing:
         raise SystemExit(f"{path}: {len(missing)} ids not in the IU test split, e.g. {missing[0]}")
-    out, tp_all, decided_all, true_all = [], 0, 0, 0
-    for obs in observations:
+    reference = np.stack([labels[i] for i in ids])
+    decided = np.array([[POSITIVE if o.value in r["positive"] else np.nan for o in OBSERVATIONS] for r in rows])
+    scored = ce_metrics(decided, reference, observations)   # the CE convention: label 1 only is positive
+    out = []
+    for obs, stats in zip(observations, scored.per_class):
         j = OBSERVATIONS.index(obs)
-        tp = fp = fn = 0
-        said: Counter[str] = Counter()
-        for r in rows:
-            decided, truth = obs.value in r["positive"], labels[r["id"]][j] == POSITIVE
-            tp += decided and truth
-            fn += truth and not decided
-            if decided and not truth:
-                fp += 1
-                said[_said(float(labels[r["id"]][j]))] += 1
-        out.append({"observation": obs.value, "tp": tp, "fp": fp, "fn": fn, "fp_reference": said})
-        tp_all, decided_all, true_all = tp_all + tp, decided_all + tp + fp, true_all + tp + fn
-    return out, 2 * tp_all / max(decided_all + true_all, 1)
+        wrong = (decided[:, j] == POSITIVE) & (reference[:, j] != POSITIVE)
+        said = Counter(_said(float(v)) for v in reference[wrong, j])
+        out.append({"observation": obs.value, "tp": stats.tp, "fp": stats.fp, "fn": stats.fn, "fp_reference": said})
+    return out, scored.micro.f1
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from generator.decisions import best_f1_threshold, fit_thresholds
 from graphdb.store import StoreConfig
 from training.calibrate import classifier_outputs
 from training.evaluate_checkpoint import checkpoint_split
+from training.metrics.clinical import ce_metrics
 
 FIVE = [OBSERVATIONS.index(o) for o in FIVE_OBSERVATIONS]
 CACHE = "classifier_probs.npz"
@@ -36,17 +37,19 @@ def split_outputs(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if cache.is_file():
         z = np.load(cache)
         return {s: (z[f"{s}_p"], z[f"{s}_y"]) for s in ("val", "test")}
-    out = {}
-    for split in ("val", "test"):
-        config, dataset, _ = checkpoint_split(run / "best", split, None, False)
-        with load_bundle(run / "best", StoreConfig(), config) as bundle, torch.no_grad():
-            out[split] = classifier_outputs(bundle.model.eval(), dataset, 64, "cpu")
+    splits = {split: checkpoint_split(run / "best", split, None, False) for split in ("val", "test")}
+    config = splits["val"][0]
+    with load_bundle(run / "best", StoreConfig(), config) as bundle, torch.no_grad():
+        model = bundle.model.eval()
+        out = {split: classifier_outputs(model, dataset, 64, "cpu") for split, (_, dataset, _) in splits.items()}
     np.savez(cache, **{f"{s}_{k}": v for s, (p, y) in out.items() for k, v in (("p", p), ("y", y))})
     return out
 
 
-def _micro_f1(decided: np.ndarray, truth: np.ndarray) -> float:
-    return float(2 * (decided & truth).sum() / max(decided.sum() + truth.sum(), 1))
+def _ce5_micro_f1(probabilities: np.ndarray, cuts: np.ndarray, labels: np.ndarray) -> float:
+    """The decisions ``probabilities ≥ cuts`` scored like docs/results.csv's decisions_CE5_micro_F1."""
+    decided = np.where(probabilities >= cuts, POSITIVE, np.nan)
+    return ce_metrics(decided, labels, FIVE_OBSERVATIONS).micro.f1
 
 
 def rule_cuts(p: np.ndarray, truth: np.ndarray, shipped: np.ndarray, rule: str, resamples: int,
@@ -74,14 +77,12 @@ def rule_cuts(p: np.ndarray, truth: np.ndarray, shipped: np.ndarray, rule: str, 
 def probe(run: Path, resamples: int) -> dict[str, float]:
     outputs = split_outputs(run)
     (pv, yv), (pt, yt) = outputs["val"], outputs["test"]
-    tv, tt = yv == POSITIVE, yt == POSITIVE
     shipped = np.array(fit_thresholds(pv, yv).positive)
-    result = {"f1_optimal": _micro_f1((pt >= shipped)[:, FIVE], tt[:, FIVE])}
+    result = {"f1_optimal": _ce5_micro_f1(pt, shipped, yt)}
     for rule in ("bootstrap", "rate"):
-        cuts = rule_cuts(pv, tv, shipped, rule, resamples)
-        result[rule] = _micro_f1((pt >= cuts)[:, FIVE], tt[:, FIVE])
-    oracle = rule_cuts(pt, tt, shipped, "oracle", resamples)
-    result["test_oracle"] = _micro_f1((pt >= oracle)[:, FIVE], tt[:, FIVE])
+        result[rule] = _ce5_micro_f1(pt, rule_cuts(pv, yv == POSITIVE, shipped, rule, resamples), yt)
+    oracle = rule_cuts(pt, yt == POSITIVE, shipped, "oracle", resamples)
+    result["test_oracle"] = _ce5_micro_f1(pt, oracle, yt)
     return result
 
 

@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr.observations import OBSERVATIONS, Observation
+from cxr.observations import (
+    FIVE_OBSERVATIONS,
+    NEGATIVE,
+    OBSERVATIONS,
+    POSITIVE,
+    UNCERTAIN,
+    Observation,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("threshold_probe", REPO / "scripts" / "threshold_probe.py")
@@ -44,7 +51,11 @@ def test_rate_decides_as_many_as_there_are_positives() -> None:
     assert int((p[:, CARDIO] >= cuts[CARDIO]).sum()) == 7
 
 
-def test_micro_f1() -> None:
-    decided = np.array([[True, False], [True, True]])
-    truth = np.array([[True, False], [False, True]])
-    assert threshold_probe._micro_f1(decided, truth) == pytest.approx(2 * 2 / (3 + 2))
+def test_decisions_are_scored_like_the_records_decisions_ce5() -> None:
+    # two studies, the CE-5 columns: decided (p ≥ 0.5) T F / T T against label 1 T F / F T
+    five = [OBSERVATIONS.index(o) for o in FIVE_OBSERVATIONS][:2]
+    p, labels = np.zeros((2, len(OBSERVATIONS))), np.full((2, len(OBSERVATIONS)), np.nan)
+    p[np.ix_([0, 1], five)] = [[0.9, 0.1], [0.9, 0.9]]
+    labels[np.ix_([0, 1], five)] = [[POSITIVE, NEGATIVE], [UNCERTAIN, POSITIVE]]
+    cuts = np.full(len(OBSERVATIONS), 0.5)
+    assert threshold_probe._ce5_micro_f1(p, cuts, labels) == pytest.approx(2 * 2 / (3 + 2))
