@@ -127,6 +127,9 @@ ALL_ENTITIES = "MATCH (e:Entity) RETURN e.key, e.name ORDER BY e.key"
 
 ALL_OBSERVATIONS = "MATCH (o:Observation) RETURN o.name, o.rank ORDER BY o.rank"
 
+ALL_LINKS = f"MATCH (e:Entity)-[:{EXPRESSES}]->(o:Observation) RETURN e.key, o.name"
+"""Every entity → observation link (the graph's content fingerprint reads them, graphdb.fingerprint)."""
+
 TOP_ENTITIES = """
 MATCH (e:Entity)
 RETURN e.key, e.name, e.type, e.count

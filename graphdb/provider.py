@@ -8,6 +8,7 @@ encodes only its distinct sets. ``SubgraphProvider.batch`` → PyG Batch of U un
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +19,15 @@ import torch
 from cxr.observations import Observation
 from graphdb.embedded_store import EmbeddedGraphStore
 from graphdb.features import TextEncoder, node_features
-from graphdb.fingerprint import GraphFingerprint
+from graphdb.fingerprint import GraphContent, GraphFingerprint
 from graphdb.m3kg import load_m3kg
 from graphdb.pyg import Batch
-from graphdb.schema import StudySeeds, Subgraph, SubgraphSpec
+from graphdb.schema import KnowledgeGraph, StudySeeds, Subgraph, SubgraphSpec
 from graphdb.store import GraphStore, StoreConfig, StoreKind, open_store
 from graphdb.tensorize import NodeTable, SubgraphData, collate, tensorize
 
 SeedSet = tuple[Observation, ...]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,25 +94,59 @@ def canonical(seed_set: Sequence[Observation | str]) -> SeedSet:
     return tuple(o for o in Observation if o in obs)
 
 
-def _open_for_reading(config: StoreConfig) -> GraphStore:
+def _open_for_reading(config: StoreConfig) -> tuple[GraphStore, GraphContent]:
     """The model only reads the graph. An embedded store is opened read-only, so several
     processes (training, evaluation, the API) can share it; an empty one gets the bundled M3KG
-    first, in a short read-write session. A Neo4j server is shared anyway."""
+    first, in a short read-write session. A Neo4j server is shared anyway. Then ``_current``
+    checks that a store holding the bundled M3KG holds all of today's version of it."""
     if config.kind is not StoreKind.EMBEDDED:
         store = open_store(config)
         if store.stats().nodes.get("Entity", 0) == 0:
             store.upsert(load_m3kg(), progress=True)
-        return store
+        return _current(store, config)
     if not (Path(config.path) / EmbeddedGraphStore.FILE).exists():
-        with EmbeddedGraphStore(config.path) as writer:
-            writer.upsert(load_m3kg(), progress=True)
+        _reload(config, load_m3kg(), clear=False)
     store = EmbeddedGraphStore(config.path, read_only=True)
     if store.stats().nodes.get("Entity", 0) == 0:
         store.close()
-        with EmbeddedGraphStore(config.path) as writer:
-            writer.upsert(load_m3kg(), progress=True)
+        _reload(config, load_m3kg(), clear=False)
         store = EmbeddedGraphStore(config.path, read_only=True)
-    return store
+    return _current(store, config)
+
+
+def _reload(config: StoreConfig, kg: KnowledgeGraph, clear: bool) -> None:
+    """Load ``kg`` into the embedded store at ``config.path`` in a short read-write session."""
+    with EmbeddedGraphStore(config.path) as writer:
+        if clear:
+            writer.clear()
+        writer.upsert(kg, progress=True)
+
+
+def _current(store: GraphStore, config: StoreConfig) -> tuple[GraphStore, GraphContent]:
+    """``store`` and its content, after one check: a store with the bundled M3KG's entities but
+    other triples, counts or EXPRESSES links holds an out-of-date load of it (made by an older
+    r2genkg, or by a defect since fixed). An embedded store without studies is a cache of the
+    bundle, so it is reloaded; any other store is the user's and is left as it is, with a warning
+    that names the command that reloads it. A store with other entities (a graph built from
+    one's own reports) is not compared."""
+    stored = store.content()
+    bundled = load_m3kg()
+    expected = GraphContent.of_graph(bundled)
+    if stored.entities_digest != expected.entities_digest or stored == expected:
+        return store, stored
+    where = config.path if config.kind is StoreKind.EMBEDDED else f"{config.uri} (database {config.database})"
+    changed = "; ".join(expected.differences(stored))
+    if config.kind is StoreKind.EMBEDDED and store.stats().nodes.get("Study", 0) == 0:
+        log.warning("the graph store %s held an out-of-date load of the bundled M3KG (%s: today's vs stored): "
+                    "reloading it", where, changed)
+        store.close()
+        _reload(config, bundled, clear=True)
+        store = EmbeddedGraphStore(config.path, read_only=True)
+        return store, store.content()
+    log.warning("the graph store %s holds an out-of-date load of the bundled M3KG (%s: today's vs stored); "
+                "reload it with `r2genkg kg load-m3kg --replace` (deletes its studies too; attach them again "
+                "after) to train on today's graph", where, changed)
+    return store, stored
 
 
 @dataclass
@@ -130,7 +166,7 @@ def open_knowledge(config: StoreConfig, spec: SubgraphSpec) -> Knowledge:
     """Open the store (loading the bundled M3KG into an empty one), its node table's text
     features (embedded once, cached under ``config.features_cache``) and a provider over it.
     The caller closes it."""
-    store = _open_for_reading(config)
+    store, content = _open_for_reading(config)
     try:
         table = NodeTable.from_nodes(*store.node_table())
         encoder = TextEncoder(config.features_model)
@@ -139,4 +175,4 @@ def open_knowledge(config: StoreConfig, spec: SubgraphSpec) -> Knowledge:
         store.close()
         raise
     return Knowledge(store, SubgraphProvider(store, spec, table), features,
-                     GraphFingerprint.of(table, encoder.id, features.shape[1]))
+                     GraphFingerprint.of(table, encoder.id, features.shape[1], content))

@@ -22,6 +22,7 @@ from cxr.home import in_home
 from cxr.observations import OBSERVATIONS, Observation
 from graphdb import cypher
 from graphdb.cypher import Dialect
+from graphdb.fingerprint import GraphContent
 from graphdb.schema import (
     RELATIONS,
     KnowledgeGraph,
@@ -254,6 +255,14 @@ class GraphStore(ABC):
             edges[label] = (int(n or 0), int(total or 0))
         types = {str(t): int(n) for t, n in self.run(cypher.ENTITY_TYPES)}
         return StoreStats(nodes, edges, types)
+
+    def content(self) -> GraphContent:
+        """The stored entities, triples (with counts) and EXPRESSES links as a ``GraphContent``:
+        equal to ``GraphContent.of_graph(kg)`` for a store that holds exactly ``kg``'s graph."""
+        triples = [(str(h), rel.label, str(t), int(c)) for rel in RELATIONS
+                   for h, t, c in self.run(cypher.EXISTING_TRIPLES[rel])]
+        return GraphContent.of(((str(k), str(n)) for k, n in self.run(cypher.ALL_ENTITIES)), triples,
+                               ((str(e), str(o)) for e, o in self.run(cypher.ALL_LINKS)))
 
     def node_table(self) -> tuple[list[str], list[str]]:
         """(ids, names) of every node: the 14 observations in column order, then entities by key."""

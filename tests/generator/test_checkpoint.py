@@ -19,6 +19,8 @@ from generator.checkpoint import (
     read_fingerprint,
     read_run_config,
 )
+from graphdb.fingerprint import GraphContent
+from graphdb.m3kg import load_m3kg
 from graphdb.schema import EDGE_TYPES
 
 pytestmark = pytest.mark.slow
@@ -50,6 +52,7 @@ def test_a_checkpoint_records_its_graph_and_no_deployment(tiny_checkpoint, m3kg_
     assert not set(saved["model"]["kg"]) & {"store", "store_path", "uri", "features_cache", "features_model"}
     fingerprint = read_fingerprint(tiny_checkpoint)
     assert fingerprint is not None and fingerprint.edge_types == tuple(EDGE_TYPES) and fingerprint.nodes > 1000
+    assert fingerprint.content == GraphContent.of_graph(load_m3kg()).digest   # links and counts included
     with load_bundle(tiny_checkpoint, m3kg_config) as bundle:
         assert bundle.fingerprint == fingerprint
 
@@ -71,11 +74,20 @@ def test_an_old_checkpoint_loads_and_says_what_it_cannot_check(copy, tiny_checkp
     ("edge_types", list(reversed(EDGE_TYPES)), "relation types"),
     ("node_table", "0123456789abcdef", "node table"),
     ("features", "another-encoder-123", "node text encoder"),
+    ("content", "0123456789abcdef" * 4, r"graph content \(triples, their counts, EXPRESSES links\)"),
 ])
 def test_another_graph_fails_loudly(copy, m3kg_config, field, value, named):
     _edit_yaml(copy / KNOWLEDGE_FILE, lambda data: data.__setitem__(field, value))
     with pytest.raises(CheckpointError, match=f"trained on another knowledge graph: {named}"):
         load_bundle(copy, m3kg_config)
+
+
+def test_a_fingerprint_without_content_loads_unchecked(copy, m3kg_config):
+    """Checkpoints written before the content digest: the other fields are still checked."""
+    _edit_yaml(copy / KNOWLEDGE_FILE, lambda data: data.pop("content"))
+    assert read_fingerprint(copy).content is None
+    with load_bundle(copy, m3kg_config) as bundle:
+        assert bundle.fingerprint.content is not None
 
 
 def test_checkpoints_this_version_cannot_read_are_named(copy, tmp_path, m3kg_config):

@@ -1,16 +1,21 @@
 """graphdb.provider: seed sets → memoised, deduplicated subgraph batches; the global subgraph;
-the model's read-only store access that lets several processes share one embedded graph."""
+the model's read-only store access that lets several processes share one embedded graph; an
+out-of-date load of the bundled M3KG is found on open (reloaded when it is an embedded cache)."""
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from cxr.observations import Observation as O
 from graphdb.embedded_store import EmbeddedGraphStore
+from graphdb.fingerprint import GraphContent
+from graphdb.m3kg import load_m3kg
 from graphdb.provider import SubgraphProvider, _open_for_reading, canonical
-from graphdb.schema import SubgraphSpec
+from graphdb.schema import Entity, EntityType, KnowledgeGraph, StudyNode, SubgraphSpec
 from graphdb.store import StoreConfig, StoreKind
 
 
@@ -37,7 +42,7 @@ def test_batch_dedupes_and_memoises(m3kg_store):
 
 
 def _open_and_count(path: str, queue: mp.Queue) -> None:
-    store = _open_for_reading(StoreConfig(kind=StoreKind.EMBEDDED, path=path))
+    store, _ = _open_for_reading(StoreConfig(kind=StoreKind.EMBEDDED, path=path))
     queue.put(store.stats().nodes["Entity"])
     store.close()
 
@@ -46,7 +51,7 @@ def _open_and_count(path: str, queue: mp.Queue) -> None:
 def test_two_processes_read_one_store_while_a_third_holds_it(m3kg_store):
     """Training, evaluation and the API each open the graph read-only: they can run together."""
     ctx = mp.get_context("spawn")
-    holder = _open_for_reading(StoreConfig(kind=StoreKind.EMBEDDED, path=m3kg_store))
+    holder, _ = _open_for_reading(StoreConfig(kind=StoreKind.EMBEDDED, path=m3kg_store))
     try:
         queue = ctx.Queue()
         procs = [ctx.Process(target=_open_and_count, args=(str(m3kg_store), queue)) for _ in range(2)]
@@ -60,8 +65,58 @@ def test_two_processes_read_one_store_while_a_third_holds_it(m3kg_store):
 
 
 def test_an_empty_store_gets_the_m3kg_first(tmp_path):
-    store = _open_for_reading(StoreConfig(kind=StoreKind.EMBEDDED, path=tmp_path / "kg"))
+    store, content = _open_for_reading(StoreConfig(kind=StoreKind.EMBEDDED, path=tmp_path / "kg"))
     try:
         assert store.stats().nodes["Entity"] == 2418
+        assert content == store.content() == GraphContent.of_graph(load_m3kg())
     finally:
         store.close()
+
+
+def _stale_m3kg() -> KnowledgeGraph:
+    """The bundled M3KG as a defective loader once stored it: 52 of its 126 EXPRESSES links missing."""
+    kg = load_m3kg()
+    return replace(kg, links=kg.links[:74])
+
+
+def test_an_out_of_date_load_of_the_bundled_m3kg_is_reloaded(tmp_path, caplog):
+    """The embedded store is a cache of the bundle: after an update it is rebuilt on open,
+    not trained on with the links of an older version."""
+    path = tmp_path / "kg"
+    with EmbeddedGraphStore(path) as writer:
+        writer.upsert(_stale_m3kg())
+    with caplog.at_level(logging.WARNING, logger="graphdb.provider"):
+        store, content = _open_for_reading(StoreConfig(kind=StoreKind.EMBEDDED, path=path))
+    try:
+        assert content == store.content() == GraphContent.of_graph(load_m3kg())
+        assert store.stats().edges["EXPRESSES"][0] == 126
+    finally:
+        store.close()
+    assert "out-of-date load of the bundled M3KG (EXPRESSES links 126 vs 74: today's vs stored): reloading it" \
+        in caplog.text
+
+
+def test_an_out_of_date_store_with_studies_is_left_as_it_is_with_the_command_to_reload(tmp_path, caplog):
+    """Studies attached to a store are the user's data: nothing is deleted in passing."""
+    path = tmp_path / "kg"
+    with EmbeddedGraphStore(path) as writer:
+        writer.upsert(_stale_m3kg())
+        writer.attach_studies(KnowledgeGraph(studies=[StudyNode("s1", "train", "iu_xray")]))
+    with caplog.at_level(logging.WARNING, logger="graphdb.provider"):
+        store, content = _open_for_reading(StoreConfig(kind=StoreKind.EMBEDDED, path=path))
+    try:
+        assert content.links == 74 and store.stats().nodes["Study"] == 1
+    finally:
+        store.close()
+    assert "r2genkg kg load-m3kg --replace" in caplog.text and "reloading" not in caplog.text
+
+
+def test_a_graph_of_ones_own_is_not_compared_with_the_bundle(tmp_path, caplog):
+    path = tmp_path / "kg"
+    own = KnowledgeGraph(entities=[Entity("effusion", "effusion", EntityType.DISORDER, ("effusion",), 3)])
+    with EmbeddedGraphStore(path) as writer:
+        writer.upsert(own)
+    with caplog.at_level(logging.WARNING, logger="graphdb.provider"):
+        store, content = _open_for_reading(StoreConfig(kind=StoreKind.EMBEDDED, path=path))
+    store.close()
+    assert content == GraphContent.of_graph(own) and content.entities == 1 and caplog.text == ""
