@@ -7,6 +7,7 @@ checkpoint's own split all read through here and ``cxr.readers.read_dataset``. R
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from cxr.records import StudyRecord
 
 SPLITS = ("train", "val", "test")
 PHANTOM_MIN_SIZE = 64      # PhantomConfig.size is validated to [64, 4096]
+# Phantoms render on up to this many processes (identical images, one per study), but a split of
+# fewer studies than PARALLEL_FROM stays in this process: starting the workers would cost more.
+PHANTOM_WORKERS, PARALLEL_FROM = 8, 100
 
 
 @dataclass
@@ -88,8 +92,10 @@ def prepare_images(config: DataConfig, splits: Sequence[str] | None = None, prog
     annotation = config.annotation_path
     phantom = PhantomConfig(size=max(config.image_size, config.phantom_size, PHANTOM_MIN_SIZE))
     for split in splits or list(load_annotation(annotation)):
-        generate_phantoms(annotation, root, phantom, splits=[split], limit=config.limit.get(split),
-                          workers=1, progress=progress)
+        limit = config.limit.get(split)
+        workers = 1 if limit is not None and limit < PARALLEL_FROM else min(PHANTOM_WORKERS, os.cpu_count() or 1)
+        generate_phantoms(annotation, root, phantom, splits=[split], limit=limit, workers=workers,
+                          progress=progress)
     return root
 
 
