@@ -99,19 +99,20 @@ def _open_for_reading(config: StoreConfig) -> tuple[GraphStore, GraphContent]:
     processes (training, evaluation, the API) can share it; an empty one gets the bundled M3KG
     first, in a short read-write session. A Neo4j server is shared anyway. Then ``_current``
     checks that a store holding the bundled M3KG holds all of today's version of it."""
+    bundled = load_m3kg()   # what an empty store gets, and what a loaded one is compared with
     if config.kind is not StoreKind.EMBEDDED:
         store = open_store(config)
         if store.stats().nodes.get("Entity", 0) == 0:
-            store.upsert(load_m3kg(), progress=True)
-        return _current(store, config)
+            store.upsert(bundled, progress=True)
+        return _current(store, config, bundled)
     if not (Path(config.path) / EmbeddedGraphStore.FILE).exists():
-        _reload(config, load_m3kg(), clear=False)
+        _reload(config, bundled, clear=False)
     store = EmbeddedGraphStore(config.path, read_only=True)
     if store.stats().nodes.get("Entity", 0) == 0:
         store.close()
-        _reload(config, load_m3kg(), clear=False)
+        _reload(config, bundled, clear=False)
         store = EmbeddedGraphStore(config.path, read_only=True)
-    return _current(store, config)
+    return _current(store, config, bundled)
 
 
 def _reload(config: StoreConfig, kg: KnowledgeGraph, clear: bool) -> None:
@@ -122,7 +123,7 @@ def _reload(config: StoreConfig, kg: KnowledgeGraph, clear: bool) -> None:
         writer.upsert(kg, progress=True)
 
 
-def _current(store: GraphStore, config: StoreConfig) -> tuple[GraphStore, GraphContent]:
+def _current(store: GraphStore, config: StoreConfig, bundled: KnowledgeGraph) -> tuple[GraphStore, GraphContent]:
     """``store`` and its content, after one check: a store with the bundled M3KG's entities but
     other triples, counts or EXPRESSES links holds an out-of-date load of it (made by an older
     r2genkg, or by a defect since fixed). An embedded store without studies is a cache of the
@@ -130,7 +131,6 @@ def _current(store: GraphStore, config: StoreConfig) -> tuple[GraphStore, GraphC
     that names the command that reloads it. A store with other entities (a graph built from
     one's own reports) is not compared."""
     stored = store.content()
-    bundled = load_m3kg()
     expected = GraphContent.of_graph(bundled)
     if stored.entities_digest != expected.entities_digest or stored == expected:
         return store, stored
