@@ -167,6 +167,10 @@ class DynamicBatcher:
         except asyncio.QueueFull as exc:
             raise QueueFullError(f"the server is busy: {self.queue.maxsize} requests are waiting") from exc
         self.concurrency.arrived(time.perf_counter())
+        # answered when its future is (result, error or the client gone), by a callback added before
+        # the client awaits it, so it runs first: a client that sends its next request as soon as
+        # the answer is in is not counted twice (then a lone client would wait the fill wait)
+        job.future.add_done_callback(lambda _: self.concurrency.answered())
 
     @property
     def depth(self) -> int:
@@ -191,10 +195,7 @@ class DynamicBatcher:
                     jobs.append(await asyncio.wait_for(self.queue.get(), remaining))
                 except TimeoutError:
                     break
-            try:
-                await self._run_batch(jobs, loop)
-            finally:
-                self.concurrency.answered(len(jobs))
+            await self._run_batch(jobs, loop)
 
     async def _run_batch(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:
         """The batch in groups of equal decoding settings, one group after another in the worker."""
