@@ -5,6 +5,7 @@ fields, bad parts), remote URLs, /metrics read with prometheus_client's parser, 
 requests batched."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
@@ -18,9 +19,10 @@ import openai
 import pytest
 
 from generator.api_schema import ServerConfig
-from generator.batcher import DynamicBatcher, QueueFullError
+from generator.batcher import DynamicBatcher, Job, QueueFullError
 from generator.engine import StudyInput
 from generator.server import create_app
+from generator.settings import GenerationSettings
 from tests.generator.api_client import KEY, ask, data_uri, message, pixels
 
 pytestmark = pytest.mark.slow
@@ -203,12 +205,19 @@ def test_a_streaming_client_that_hangs_up_does_not_break_the_worker(served):
 
 def test_a_full_queue_refuses_more_work():
     batcher = DynamicBatcher(engine=None, max_batch=1, max_wait_ms=0, max_queue=1)   # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+
+    def job(name: str) -> Job:
+        return Job(StudyInput(name, [np.zeros((8, 8), np.uint8)]), GenerationSettings(), loop.create_future())
+
     try:
-        batcher.submit(object())   # type: ignore[arg-type]
+        batcher.submit(job("a"))
         with pytest.raises(QueueFullError, match="1 requests are waiting"):
-            batcher.submit(object())   # type: ignore[arg-type]
+            batcher.submit(job("b"))
+        assert batcher.concurrency.in_flight == 1   # the refused one was never counted
     finally:
         batcher.worker.shutdown()
+        loop.close()
 
 
 def test_sixteen_concurrent_requests_are_batched(served):
