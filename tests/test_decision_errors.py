@@ -1,7 +1,6 @@
 """scripts/decision_errors.py: a run's positive decisions against the reference labels, per observation."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,11 +15,9 @@ from cxr.observations import (
     UNCERTAIN,
     Observation,
 )
+from tests.script_module import load_script
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("decision_errors", REPO / "scripts" / "decision_errors.py")
-decision_errors = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(decision_errors)
+decision_errors = load_script("decision_errors")
 
 
 def _labels(**values: float) -> np.ndarray:

@@ -1,9 +1,6 @@
 """scripts/threshold_probe.py: the threshold rules it compares, on probabilities made to order."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -15,11 +12,9 @@ from cxr.observations import (
     UNCERTAIN,
     Observation,
 )
+from tests.script_module import load_script
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("threshold_probe", REPO / "scripts" / "threshold_probe.py")
-threshold_probe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(threshold_probe)
+threshold_probe = load_script("threshold_probe")
 
 CARDIO = OBSERVATIONS.index(Observation.CARDIOMEGALY)
 
