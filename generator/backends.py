@@ -95,27 +95,6 @@ class _StepTap(LogitsProcessor):
         return scores
 
 
-class _StopFloor(LogitsProcessor):
-    """Takes eos out of the running wherever its probability is below ``min_prob``.
-
-    Greedy decoding ends a report as soon as eos is the single most likely token, even where most
-    of the probability goes on to some sentence: after "the lungs are clear ." the continuations
-    share the mass among many first words and eos, with less, wins. With ``min_prob = 0.5`` a report
-    ends only where ending is more likely than not; otherwise the best other token is taken.
-    """
-
-    def __init__(self, eos_id: int, min_prob: float) -> None:
-        self.eos_id, self.min_prob = eos_id, min_prob
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        p_eos = torch.softmax(scores.float(), dim=-1)[:, self.eos_id]
-        low = p_eos < self.min_prob
-        if low.any():
-            scores = scores.clone()
-            scores[low, self.eos_id] = float("-inf")
-        return scores
-
-
 class HFBackend:
     """Batched ``generate(inputs_embeds=…)``; the prompt length is fixed, so rows need no padding."""
 
@@ -136,15 +115,10 @@ class HFBackend:
             kwargs["min_new_tokens"] = settings.min_new_tokens
         if settings.sampling:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-        processors: list[LogitsProcessor] = []
-        if settings.stop_min_prob > 0 and eos is not None:
-            processors.append(_StopFloor(eos, settings.stop_min_prob))
         # beams reorder rows at every step: only greedy / sampling stream token by token
         tap = _StepTap(on_token, eos) if on_token is not None and settings.num_beams == 1 else None
         if tap is not None:
-            processors.append(tap)
-        if processors:
-            kwargs["logits_processor"] = LogitsProcessorList(processors)
+            kwargs["logits_processor"] = LogitsProcessorList([tap])
         with torch.random.fork_rng(devices=[] if embeds.device.type == "cpu" else [embeds.device],
                                    enabled=settings.seed is not None):
             if settings.seed is not None:
@@ -169,13 +143,10 @@ def _import_vllm() -> Any:
     return vllm
 
 
-def _refuse_unsupported(settings: GenerationSettings) -> None:
+def _refuse_beams(settings: GenerationSettings) -> None:
     if settings.num_beams > 1:
         raise BackendError(f"vLLM does not run beam search on prompt_embeds inputs (num_beams={settings.num_beams}); "
                            "use greedy (generation.num_beams=1) or the hf engine")
-    if settings.stop_min_prob > 0:
-        raise BackendError(f"the vLLM backends have no eos floor (generation.stop_min_prob={settings.stop_min_prob}); "
-                           "set it to 0 or use the hf engine")
 
 
 def _sampling_kwargs(settings: GenerationSettings, eos_id: int | None) -> dict[str, Any]:
@@ -204,7 +175,7 @@ class VLLMBackend:
 
     def generate(self, embeds: Tensor, mask: Tensor, settings: GenerationSettings,
                  on_token: TokenCallback | None = None) -> list[Completion]:
-        _refuse_unsupported(settings)
+        _refuse_beams(settings)
         params = self.vllm.SamplingParams(**_sampling_kwargs(settings, self.tokenizer.eos_token_id))
         prompts = [{"prompt_embeds": e[m.bool()].detach().cpu()} for e, m in zip(embeds, mask)]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
@@ -249,7 +220,7 @@ class RemoteVLLMBackend:
 
     def generate(self, embeds: Tensor, mask: Tensor, settings: GenerationSettings,
                  on_token: TokenCallback | None = None) -> list[Completion]:
-        _refuse_unsupported(settings)
+        _refuse_beams(settings)
         fields = _sampling_kwargs(settings, self.tokenizer.eos_token_id)
         known = {k: v for k, v in fields.items() if k in _OPENAI_FIELDS}     # the client's own parameters
         extra = {k: v for k, v in fields.items() if k not in _OPENAI_FIELDS}  # vLLM's, sent in the body

@@ -13,8 +13,6 @@ class GenerationSettings:
     num_beams: int = 1
     max_new_tokens: int = 60
     min_new_tokens: int = 0        # eos is suppressed before this many tokens (benchmarks: fixed length)
-    stop_min_prob: float = 0.0     # eos only where its probability is ≥ this: 0 → plain argmax; 0.5 → a
-                                   # report ends where ending is more likely than going on (generator.backends)
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
@@ -33,8 +31,6 @@ class GenerationSettings:
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise ValueError(f"GenerationSettings.min_new_tokens={self.min_new_tokens} must be in "
                              f"[0, max_new_tokens={self.max_new_tokens}]")
-        if not 0 <= self.stop_min_prob <= 1:
-            raise ValueError(f"GenerationSettings.stop_min_prob must be in [0, 1], got {self.stop_min_prob}")
         if self.repetition_penalty <= 0:
             raise ValueError(f"GenerationSettings.repetition_penalty must be > 0, got {self.repetition_penalty}")
         if self.temperature < 0:

@@ -20,7 +20,6 @@ from generator.backends import (
     BackendKind,
     HFBackend,
     RemoteVLLMBackend,
-    _StopFloor,
     encode_embeds,
     trim,
 )
@@ -132,23 +131,6 @@ def test_min_new_tokens_fixes_the_length(engine):
         GenerationSettings(max_new_tokens=4, min_new_tokens=5)
 
 
-def test_the_stop_floor_takes_eos_only_where_ending_is_likely_enough():
-    eos = 0
-    # row 0: eos 0.3 is the argmax, the other 0.7 is spread over 4 tokens; row 1: eos 0.6
-    probs = torch.tensor([[0.3, 0.2, 0.2, 0.15, 0.15], [0.6, 0.1, 0.1, 0.1, 0.1]])
-    scores = _StopFloor(eos, 0.5)(torch.zeros(2, 0, dtype=torch.long), probs.log())
-    assert scores.argmax(-1).tolist() == [1, 0]
-    assert torch.equal(scores[:, 1:], probs.log()[:, 1:])
-    assert _StopFloor(eos, 0.25)(torch.zeros(2, 0, dtype=torch.long), probs.log()).argmax(-1).tolist() == [0, 0]
-    with pytest.raises(ValueError, match="stop_min_prob"):
-        GenerationSettings(stop_min_prob=1.5)
-
-
-def test_a_floor_of_one_writes_every_report_to_the_limit(engine):
-    results = engine.generate(studies(3), GenerationSettings(max_new_tokens=10, stop_min_prob=1.0, cover_decisions=False))
-    assert [r.completion_tokens for r in results] == [10, 10, 10]
-
-
 def test_trim_cuts_at_eos_and_names_the_finish_reason():
     assert trim([5, 6, 2, 0, 0], eos_id=2, pad_id=0, max_new_tokens=5).token_ids == [5, 6]
     assert trim([5, 6, 2], eos_id=2, pad_id=0, max_new_tokens=3).finish_reason == "stop"
@@ -241,8 +223,6 @@ def test_remote_backend_sends_vllm_wire_format_and_matches_hf(engine):
         assert first["stop_token_ids"] == [engine.model.tokenizer.eos_token_id]
         with pytest.raises(BackendError, match="beam search"):
             remote.generate(torch.zeros(1, 3, 4), torch.ones(1, 3), GenerationSettings(num_beams=2))
-        with pytest.raises(BackendError, match="stop_min_prob"):
-            remote.generate(torch.zeros(1, 3, 4), torch.ones(1, 3), GenerationSettings(stop_min_prob=0.5))
         remote.close()
     finally:
         server.shutdown()
