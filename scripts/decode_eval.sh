@@ -3,6 +3,7 @@
 # outputs/runs/ablations/<variant>/seed<N>, `r2genkg test` into best/eval_test_<NAME>, then its
 # record into docs/ablation_runs_<NAME>/<variant>/seed<N>.json (resumable: a run with a record is skipped).
 #   scripts/decode_eval.sh beam3 generation.num_beams=3
+#   OUT=outputs/runs/ablations_e12 RECORDS=docs/ablation_runs_e12_floor50 scripts/decode_eval.sh floor50 generation.stop_min_prob=0.5
 #   .venv/bin/python scripts/results_table.py --records docs/ablation_runs_beam3 --csv docs/results_beam3.csv
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,11 +13,12 @@ name=${1:?usage: scripts/decode_eval.sh NAME OVERRIDE...}; shift
 R2GENKG=${R2GENKG:-.venv/bin/r2genkg}
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-outputs/runs/ablations}
+RECORDS=${RECORDS:-docs/ablation_runs_$name}
 sets=(); for o in "$@"; do sets+=(--set "$o"); done
 for dir in "$OUT"/*/seed*; do
   [ -d "$dir/best" ] || continue
   variant=$(basename "$(dirname "$dir")"); seed=$(basename "$dir")
-  record="docs/ablation_runs_$name/$variant/$seed.json"
+  record="$RECORDS/$variant/$seed.json"
   if [ -f "$record" ]; then echo "=== $variant/$seed: done ($record)" >&2; continue; fi
   echo "=== $variant/$seed: test with $*" >&2
   start=$(date +%s)
