@@ -8,6 +8,8 @@ encodes only its distinct sets. ``SubgraphProvider.batch`` → PyG Batch of U un
 """
 from __future__ import annotations
 
+import functools
+
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,31 +101,37 @@ def _open_for_reading(config: StoreConfig) -> tuple[GraphStore, GraphContent]:
     processes (training, evaluation, the API) can share it; an empty one gets the bundled M3KG
     first, in a short read-write session. A Neo4j server is shared anyway. Then ``_current``
     checks that a store holding the bundled M3KG holds all of today's version of it."""
-    bundled = load_m3kg()   # what an empty store gets, and what a loaded one is compared with
     if config.kind is not StoreKind.EMBEDDED:
         store = open_store(config)
         if store.stats().nodes.get("Entity", 0) == 0:
-            store.upsert(bundled, progress=True)
-        return _current(store, config, bundled)
+            store.upsert(load_m3kg(), progress=True)
+        return _current(store, config)
     if not (Path(config.path) / EmbeddedGraphStore.FILE).exists():
-        _reload(config, bundled, clear=False)
+        _reload(config, clear=False)
     store = EmbeddedGraphStore(config.path, read_only=True)
     if store.stats().nodes.get("Entity", 0) == 0:
         store.close()
-        _reload(config, bundled, clear=False)
+        _reload(config, clear=False)
         store = EmbeddedGraphStore(config.path, read_only=True)
-    return _current(store, config, bundled)
+    return _current(store, config)
 
 
-def _reload(config: StoreConfig, kg: KnowledgeGraph, clear: bool) -> None:
-    """Load ``kg`` into the embedded store at ``config.path`` in a short read-write session."""
+@functools.cache
+def bundled_content() -> GraphContent:
+    """What a load of today's bundled M3KG holds; parsed once per process (about 0.8 s), since
+    every open of a store compares the store with it."""
+    return GraphContent.of_graph(load_m3kg())
+
+
+def _reload(config: StoreConfig, clear: bool) -> None:
+    """Load the bundled M3KG into the embedded store at ``config.path`` in a short read-write session."""
     with EmbeddedGraphStore(config.path) as writer:
         if clear:
             writer.clear()
-        writer.upsert(kg, progress=True)
+        writer.upsert(load_m3kg(), progress=True)
 
 
-def _current(store: GraphStore, config: StoreConfig, bundled: KnowledgeGraph) -> tuple[GraphStore, GraphContent]:
+def _current(store: GraphStore, config: StoreConfig) -> tuple[GraphStore, GraphContent]:
     """``store`` and its content, after one check: a store with the bundled M3KG's entities but
     other triples, counts or EXPRESSES links holds an out-of-date load of it (made by an older
     r2genkg, or by a defect since fixed). An embedded store without studies is a cache of the
@@ -131,7 +139,7 @@ def _current(store: GraphStore, config: StoreConfig, bundled: KnowledgeGraph) ->
     that names the command that reloads it. A store with other entities (a graph built from
     one's own reports) is not compared."""
     stored = store.content()
-    expected = GraphContent.of_graph(bundled)
+    expected = bundled_content()
     if stored.entities_digest != expected.entities_digest or stored == expected:
         return store, stored
     where = config.path if config.kind is StoreKind.EMBEDDED else f"{config.uri} (database {config.database})"
@@ -140,7 +148,7 @@ def _current(store: GraphStore, config: StoreConfig, bundled: KnowledgeGraph) ->
         log.warning("the graph store %s held an out-of-date load of the bundled M3KG (%s: today's vs stored): "
                     "reloading it", where, changed)
         store.close()
-        _reload(config, bundled, clear=True)
+        _reload(config, clear=True)
         store = EmbeddedGraphStore(config.path, read_only=True)
         return store, store.content()
     log.warning("the graph store %s holds an out-of-date load of the bundled M3KG (%s: today's vs stored); "

@@ -77,6 +77,7 @@ class TrainConfig:
     patience: int = 3                # epochs without a better validation score before stopping (0: never)
     max_steps: int | None = None     # stop after this many optimizer steps (tests, smoke runs)
     validate: bool = True            # generate on the val split after each epoch
+    eval_batch_size: int | None = None   # studies per batch when validating (thresholds, val reports); None: batch_size
     selection: str = "clinical"      # what "best" means on val: a SELECTION_PRESETS name or metric:weight,…
     # diagnosis prompt: the share of studies whose prompt carries the model's own decided states
     # instead of the report's; 0 before diagnosis_from_epoch, then rising linearly to
@@ -100,6 +101,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ValueError(f"TrainConfig.eval_batch_size must be ≥ 1 or null, got {self.eval_batch_size}")
         for name in ("warmup_steps", "save_every", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be ≥ 0, got {getattr(self, name)}")
@@ -134,8 +137,8 @@ class ExperimentConfig(RunConfig):
 
 
 # Fields that may change between a checkpoint and a resumed run without breaking exact resume.
-RESUMABLE_CHANGES = ("train.epochs", "train.patience", "train.max_steps", "train.validate", "train.threads",
-                     "train.log_every", "train.save_every", "train.keep_checkpoints", "data.workers",
+RESUMABLE_CHANGES = ("train.epochs", "train.patience", "train.max_steps", "train.validate", "train.eval_batch_size",
+                     "train.threads", "train.log_every", "train.save_every", "train.keep_checkpoints", "data.workers",
                      "model.vision.weights", "model.llm.path")
 
 

@@ -456,8 +456,9 @@ class Trainer:
     def _fit_thresholds(self, model: R2GenKG, val_ds: StudyDataset) -> None:
         """The classifier over val, then F1-optimal thresholds per observation: every decision the
         val reports (and a checkpoint saved now) make uses them."""
-        model.thresholds = fit_on_split(model, val_ds, "val", self.config.train.thresholds,
-                                        self.config.train.batch_size, self.accelerator.device)
+        tc = self.config.train
+        model.thresholds = fit_on_split(model, val_ds, "val", tc.thresholds, tc.eval_batch_size or tc.batch_size,
+                                        self.accelerator.device)
 
     def _validate(self, model: R2GenKG, val_ds: StudyDataset, state: TrainState) -> dict[str, float]:
         cfg = self.config
@@ -465,7 +466,8 @@ class Trainer:
         # the greedy coverage passes only, whatever the config asks: sampled ones would add
         # minutes to every validation (docs/model.md)
         settings = replace(cfg.generation, cover_samples=0)
-        results = list(predict(model, val_ds, settings, cfg.train.batch_size, self.accelerator.device,
+        results = list(predict(model, val_ds, settings, cfg.train.eval_batch_size or cfg.train.batch_size,
+                               self.accelerator.device,
                                progress=self.progress, desc="validate"))
         refs = {r.study_id: r.report for r in val_ds.records}
         labels = dict(zip((r.study_id for r in val_ds.records), val_ds.labels.numpy()))

@@ -120,3 +120,23 @@ def test_a_graph_of_ones_own_is_not_compared_with_the_bundle(tmp_path, caplog):
         store, content = _open_for_reading(StoreConfig(kind=StoreKind.EMBEDDED, path=path))
     store.close()
     assert content == GraphContent.of_graph(own) and content.entities == 1 and caplog.text == ""
+
+
+def test_the_bundle_is_parsed_once_per_process_however_often_a_store_is_opened(tmp_path, monkeypatch):
+    """Every open compares the store with the bundle; the pipeline opens it three times."""
+    import graphdb.provider as provider
+
+    path = tmp_path / "kg"
+    with EmbeddedGraphStore(path) as writer:
+        writer.upsert(load_m3kg())
+    parses = []
+    monkeypatch.setattr(provider, "load_m3kg", lambda: parses.append(1) or load_m3kg())
+    provider.bundled_content.cache_clear()
+    try:
+        for _ in range(3):
+            store, content = _open_for_reading(StoreConfig(kind=StoreKind.EMBEDDED, path=path))
+            store.close()
+            assert content == GraphContent.of_graph(load_m3kg())
+    finally:
+        provider.bundled_content.cache_clear()
+    assert len(parses) == 1
