@@ -87,7 +87,6 @@ class TrainConfig:
     # text-only epochs over the train reports before the joint training: the decoder learns to
     # write what the diagnosis prompt's states say (the reports' own labels), no image tokens
     decoder_warmup_epochs: int = 0
-    decoder_warmup_batch_size: int | None = None   # reports per warm-up step; None: batch_size
     # in the warm-up, each finding a report states is left out (its sentences and its label) with
     # this probability: ties each finding of the prompt to its own sentences (cxr.sentences)
     warmup_finding_dropout: float = 0.0
@@ -102,9 +101,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("eval_batch_size", "decoder_warmup_batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be ≥ 1 or null, got {getattr(self, name)}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ValueError(f"TrainConfig.eval_batch_size must be ≥ 1 or null, got {self.eval_batch_size}")
         for name in ("warmup_steps", "save_every", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be ≥ 0, got {getattr(self, name)}")

@@ -406,7 +406,7 @@ class Trainer:
             return
         optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
         generator = torch.Generator().manual_seed(tc.seed)
-        n, size = len(train_ds), tc.decoder_warmup_batch_size or tc.batch_size
+        n, size = len(train_ds), tc.batch_size
         weights = warmup_weights(train_ds.labels)
         variants = LabelledReports(train_ds.reports) if tc.warmup_finding_dropout else None
         rng = np.random.default_rng(tc.seed)
