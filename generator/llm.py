@@ -26,7 +26,6 @@ from transformers import (
 )
 
 from cxr.home import in_home
-from generator.prompt import IGNORE_INDEX
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -175,23 +174,6 @@ def build_llm(config: LLMConfig, tokenizer: PreTrainedTokenizerFast) -> PreTrain
 def embed_tokens(model: nn.Module) -> nn.Embedding:
     """The input embedding table (V, C); a peft wrapper forwards ``get_input_embeddings``."""
     return model.get_input_embeddings()
-
-
-def causal_lm_loss(model: PreTrainedModel, embeds: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
-    """``model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss``, the mean next-token
-    cross-entropy over the positions ``labels`` scores (not ``IGNORE_INDEX``), with the output head
-    and the softmax run on those positions only. Most positions of a spliced prompt have no label
-    (image, knowledge and prompt tokens: about three quarters of them in the debug and iu_phantom
-    configs), and the head and softmax over the vocabulary were a third of a training step there.
-    A model whose head does more than a projection (logit soft-capping) takes the plain path."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model   # peft: LoRA layers stay in place
-    if getattr(base.config, "final_logit_softcapping", None):
-        return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
-    hidden = base.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
-    target = labels[:, 1:]
-    scored = target != IGNORE_INDEX
-    logits = base.get_output_embeddings()(hidden[:, :-1][scored])
-    return nn.functional.cross_entropy(logits.float(), target[scored])
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from generator.backends import Completion, DecidedCallback, HFBackend, LLMBacken
 from generator.config import KG2VQueries, KGMode, ModelConfig
 from generator.coverage import announce, decided_findings, merge, missing_findings
 from generator.decisions import Thresholds, state_names
-from generator.llm import build_llm, causal_lm_loss, embed_tokens
+from generator.llm import build_llm, embed_tokens
 from generator.prompt import prompt_ids, report_ids, splice_for_generation, splice_for_training
 from generator.settings import GenerationSettings
 from graphdb.provider import SubgraphBatch, SubgraphProvider
@@ -195,7 +195,7 @@ class R2GenKG(nn.Module):
         targets = report_ids(self.tokenizer, reports, self.config.max_report_tokens)
         embeds, mask, lm_labels = splice_for_training(embed_tokens(self.llm), self.prompt, enc.prefix,
                                                       targets, self.tokenizer.pad_token_id, enc.prompt_states)
-        lm_loss = causal_lm_loss(self.llm, embeds, mask, lm_labels)
+        lm_loss = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=lm_labels).loss
         cls_loss = enc.disease.loss if enc.disease.loss is not None else lm_loss.new_zeros(())
         return ModelOutput(lm_loss + self.config.classifier_weight * cls_loss, lm_loss, cls_loss, enc)
 
@@ -219,7 +219,7 @@ class R2GenKG(nn.Module):
         empty = embed.weight.new_zeros(len(reports), 0, embed.embedding_dim)
         embeds, mask, lm_labels = splice_for_training(embed, self.prompt, empty, targets,
                                                       self.tokenizer.pad_token_id, states)
-        return causal_lm_loss(self.llm, embeds, mask, lm_labels)
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=lm_labels).loss
 
     # ---- the one generate path: validation, test, batch and the API all call this ----
     @torch.no_grad()

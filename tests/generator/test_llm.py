@@ -11,7 +11,6 @@ from generator.llm import (
     LLMConfig,
     LLMTraining,
     build_llm,
-    causal_lm_loss,
     embed_tokens,
     generate_from_embeds,
     load_built_llm,
@@ -110,44 +109,6 @@ def test_lora_on_a_local_checkpoint(local_checkpoint):
     assert embed_tokens(model).weight.shape[0] == len(tokenizer)
     logits = model(inputs_embeds=torch.randn(1, 3, 64), attention_mask=torch.ones(1, 3, dtype=torch.long)).logits
     assert logits.shape == (1, 3, len(tokenizer))
-
-
-def _lm_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A spliced-prompt batch: 6 unlabelled prompt positions, then a report of 5 or 3 tokens and padding."""
-    g = torch.Generator().manual_seed(seed)
-    embeds = torch.randn(2, 11, 64, generator=g)
-    mask = torch.ones(2, 11, dtype=torch.long)
-    mask[1, 9:] = 0
-    labels = torch.full((2, 11), -100)
-    labels[0, 6:] = torch.randint(5, 40, (5,), generator=g)
-    labels[1, 6:9] = torch.randint(5, 40, (3,), generator=g)
-    return embeds, mask, labels
-
-
-@pytest.mark.parametrize("arch", list(LLMArch))
-def test_the_loss_on_labelled_positions_only_is_the_models_own_loss(tok, arch):
-    """Same value and same gradients as transformers' loss over every position."""
-    model = built(tok, arch=arch, num_kv_heads=1)
-    embeds, mask, labels = _lm_batch()
-    ours = causal_lm_loss(model, embeds, mask, labels)
-    ours.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    theirs = model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
-    theirs.backward()
-    assert torch.allclose(ours, theirs, atol=1e-6)
-    for name, p in model.named_parameters():
-        assert torch.allclose(grads[name], p.grad, atol=1e-6), name
-
-
-def test_the_loss_on_labelled_positions_trains_lora_weights_only(local_checkpoint):
-    model = build_llm(tiny(path=local_checkpoint, training="lora", lora_targets=["q_proj", "v_proj"]),
-                      load_tokenizer(tiny(path=local_checkpoint)))
-    embeds, mask, labels = _lm_batch(1)
-    loss = causal_lm_loss(model, embeds, mask, labels)
-    assert torch.allclose(loss, model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss, atol=1e-6)
-    loss.backward()
-    assert {n for n, p in model.named_parameters() if p.grad is not None} == trainable_names(model)
 
 
 def test_local_checkpoint_dtype_and_frozen(local_checkpoint):
