@@ -9,7 +9,6 @@ encodes only its distinct sets. ``SubgraphProvider.batch`` → PyG Batch of U un
 from __future__ import annotations
 
 import functools
-
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from graphdb.features import TextEncoder, node_features
 from graphdb.fingerprint import GraphContent, GraphFingerprint
 from graphdb.m3kg import load_m3kg
 from graphdb.pyg import Batch
-from graphdb.schema import KnowledgeGraph, StudySeeds, Subgraph, SubgraphSpec
+from graphdb.schema import StudySeeds, Subgraph, SubgraphSpec
 from graphdb.store import GraphStore, StoreConfig, StoreKind, open_store
 from graphdb.tensorize import NodeTable, SubgraphData, collate, tensorize
 

@@ -124,7 +124,7 @@ def test_a_graph_of_ones_own_is_not_compared_with_the_bundle(tmp_path, caplog):
 
 def test_the_bundle_is_parsed_once_per_process_however_often_a_store_is_opened(tmp_path, monkeypatch):
     """Every open compares the store with the bundle; the pipeline opens it three times."""
-    import graphdb.provider as provider
+    from graphdb import provider
 
     path = tmp_path / "kg"
     with EmbeddedGraphStore(path) as writer:

@@ -39,6 +39,7 @@ def test_paper_settings_iu_xray():
     ("model.vison.img_size=64", r"model\.vison: unknown field; did you mean 'vision'"),
     ("model.kg.mode=sometimes", r"model\.kg\.mode: Input should be 'none', 'global' or 'per_study', got 'sometimes'"),
     ("train.batch_size=0", r"train: TrainConfig\.batch_size must be ≥ 1"),
+    ("train.eval_batch_size=0", r"train: TrainConfig\.eval_batch_size must be ≥ 1 or null"),
     ("train.epochs=two", r"train\.epochs: Input should be a valid integer, got 'two'"),
     ("model.disease_tokens.enabled=maybe", r"model\.disease_tokens\.enabled: Input should be a valid boolean, got 'maybe'"),
     ("model.kg.level_budgets=[1,2]", r"model\.kg\.level_budgets\.2: missing required field"),
