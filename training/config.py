@@ -123,6 +123,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.threads must be ≥ 1 or null, got {self.threads}")
 
 
+    @property
+    def validation_batch_size(self) -> int:
+        """Studies per batch when validating: ``eval_batch_size``, else the train batch."""
+        return self.eval_batch_size or self.batch_size
+
     def decided_share(self, epoch: int) -> float:
         """The diagnosis schedule: the share of studies given decided states in ``epoch`` (0-based)."""
         if epoch < self.diagnosis_from_epoch:

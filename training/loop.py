@@ -457,7 +457,7 @@ class Trainer:
         """The classifier over val, then F1-optimal thresholds per observation: every decision the
         val reports (and a checkpoint saved now) make uses them."""
         tc = self.config.train
-        model.thresholds = fit_on_split(model, val_ds, "val", tc.thresholds, tc.eval_batch_size or tc.batch_size,
+        model.thresholds = fit_on_split(model, val_ds, "val", tc.thresholds, tc.validation_batch_size,
                                         self.accelerator.device)
 
     def _validate(self, model: R2GenKG, val_ds: StudyDataset, state: TrainState) -> dict[str, float]:
@@ -466,8 +466,7 @@ class Trainer:
         # the greedy coverage passes only, whatever the config asks: sampled ones would add
         # minutes to every validation (docs/model.md)
         settings = replace(cfg.generation, cover_samples=0)
-        results = list(predict(model, val_ds, settings, cfg.train.eval_batch_size or cfg.train.batch_size,
-                               self.accelerator.device,
+        results = list(predict(model, val_ds, settings, cfg.train.validation_batch_size, self.accelerator.device,
                                progress=self.progress, desc="validate"))
         refs = {r.study_id: r.report for r in val_ds.records}
         labels = dict(zip((r.study_id for r in val_ds.records), val_ds.labels.numpy()))
