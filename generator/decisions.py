@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxr.observations import OBSERVATIONS, POSITIVE, STATES, UNCERTAIN, State
+from cxr.observations import NEGATIVE, OBSERVATIONS, POSITIVE, STATES, UNCERTAIN, State
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ DEFAULT_THRESHOLD = 0.5
 NEVER = 1.0 + 1e-6      # a threshold no probability reaches: the observation is never decided
 MIN_POSITIVES = 3       # fewer positives than this in the fit split: too few to place a cut; 0.5 stays
 MIN_F1 = 0.3            # a best val F1 below this: the classifier cannot find it; never decided positive
+FAR_RATE = 0.01         # "far" from a threshold: a logit gap that only this share of val's reference statements exceed
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Thresholds:
     uncertain: tuple[float, ...] = (NEVER,) * len(OBSERVATIONS)   # ≥ positive: no uncertain band
     fit_on: str = "default"                 # "default" (0.5, nothing fit) or e.g. "val (296 studies)"
     f1: tuple[float | None, ...] = (None,) * len(OBSERVATIONS)    # val F1 of the positive decision
+    margin: float | None = None   # logit gap from a threshold that counts as far (fit_disagreement_margin); None: not fit
 
     def __post_init__(self) -> None:
         self.positive, self.uncertain, self.f1 = tuple(self.positive), tuple(self.uncertain), tuple(self.f1)
@@ -75,7 +78,7 @@ class Thresholds:
         return codes
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fit_on": self.fit_on,
+        return {"fit_on": self.fit_on, "disagreement_margin": self.margin,
                 "observations": {o.value: {"positive": p, "uncertain": u if u < p else None, "val_f1": f}
                                  for o, p, u, f in zip(OBSERVATIONS, self.positive, self.uncertain, self.f1)}}
 
@@ -85,7 +88,8 @@ class Thresholds:
             rows = [data["observations"][o.value] for o in OBSERVATIONS]
             return cls(tuple(float(r["positive"]) for r in rows),
                        tuple(NEVER if r.get("uncertain") is None else float(r["uncertain"]) for r in rows),
-                       str(data.get("fit_on", "unknown")), tuple(r.get("val_f1") for r in rows))
+                       str(data.get("fit_on", "unknown")), tuple(r.get("val_f1") for r in rows),
+                       None if data.get("disagreement_margin") is None else float(data["disagreement_margin"]))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"not a thresholds file ({type(err).__name__}: {err})") from None
 
@@ -145,7 +149,28 @@ def fit_thresholds(probabilities: np.ndarray, labels: np.ndarray, split: str = "
         positive.append(t_pos)
         uncertain.append(t_any if t_any < t_pos else NEVER)
         f1.append(f)
-    return Thresholds(tuple(positive), tuple(uncertain), f"{split} ({len(labels)} studies)", tuple(f1))
+    margin = fit_disagreement_margin(probabilities, labels, positive)
+    return Thresholds(tuple(positive), tuple(uncertain), f"{split} ({len(labels)} studies)", tuple(f1), margin)
+
+
+def fit_disagreement_margin(probabilities: np.ndarray, labels: np.ndarray, positive: Sequence[float],
+                            rate: float = FAR_RATE) -> float | None:
+    """The logit gap from the positive thresholds beyond which a statement "disagrees with the image".
+
+    Over the split's reference statements about the 13 findings with a cut in (0, 1): a finding the
+    reference affirms (label 1) is ``logit(t) - logit(p)`` from its cut, one it denies (label 0)
+    ``logit(p) - logit(t)``. The margin is the (1 - rate) quantile of those gaps (at least 0), so
+    only ``rate`` of the references' own statements would be flagged. None without any statement.
+    """
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-6, 1 - 1e-6)
+    cut = np.clip(np.asarray(positive, dtype=np.float64), 1e-6, 1 - 1e-6)
+    decidable = (np.asarray(positive) > 0.0) & (np.asarray(positive) < 1.0)
+    decidable[0] = False                       # No Finding: not a finding a sentence asserts
+    gap = np.log(p / (1 - p)) - np.log(cut / (1 - cut))          # (n, 14)
+    gaps = np.concatenate([-gap[(labels == POSITIVE) & decidable], gap[(labels == NEGATIVE) & decidable]])
+    if gaps.size == 0:
+        return None
+    return float(max(np.quantile(gaps, 1.0 - rate), 0.0))
 
 
 def write_thresholds(directory: Path, thresholds: Thresholds) -> None:
