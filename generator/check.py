@@ -314,12 +314,16 @@ class ReportChecker:
             p, value = float(probabilities[j]), values[o]
             gap = _logit(p) - _logit(cut)
             if value == POSITIVE and gap < -t.margin:
-                verb, state = "asserts", POSITIVE
+                verb, where = "asserts", next(s for s in statements if s.observation is o and s.label == POSITIVE)
             elif value == NEGATIVE and gap > t.margin:
-                verb, state = "denies", NEGATIVE
+                # only a denial of all of it: "no focal consolidation" or "the left lung is clear"
+                # leave room for what the classifier sees
+                verb, where = "denies", next((s for s in statements if s.observation is o and s.label == NEGATIVE
+                                              and not s.qualifiers and not s.sides), None)
+                if where is None:
+                    continue
             else:
                 continue
-            where = next(s for s in statements if s.observation is o and s.label == state)
             out.append((where.sentence, ReportWarning(
                 WarningKind.DISAGREES_WITH_IMAGE, sentences[where.sentence].text,
                 f"{verb} {_name(o)}, which the classifier rates {p:.3f} against its threshold {cut:.3f}")))

@@ -9,7 +9,7 @@ from r2genkg.env import use_process_defaults
 from r2genkg.options import one_line_errors
 
 # Each module exposes register(app); the order here is the order of `r2genkg --help`.
-COMMAND_MODULES = ("pipeline", "demo", "data", "label", "phantoms", "evaluate", "kg", "train", "serve")
+COMMAND_MODULES = ("pipeline", "demo", "data", "label", "check", "phantoms", "evaluate", "kg", "train", "serve")
 
 app = typer.Typer(
     no_args_is_help=True,

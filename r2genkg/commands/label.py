@@ -36,6 +36,7 @@ HEADER_WORDS = frozenset({"reports", "report", "text", "report text", "report_te
 class Report:
     text: str
     where: str    # names the report in messages: "in.csv: row 3", "annotation.json: test[5]"
+    row: int | None = None   # its row number in a CSV (from 1; blank lines count)
 
 
 def _is_blank(row: list[str]) -> bool:
@@ -59,7 +60,7 @@ def read_reports_csv(path: Path) -> list[Report]:
             if first and row[0].strip().casefold() in HEADER_WORDS:
                 log.warning("%s: row %d (%r) is a header, not a report: skipped", path, row_number, row[0])
             else:
-                reports.append(Report(row[0], f"{path}: row {row_number}"))
+                reports.append(Report(row[0], f"{path}: row {row_number}", row_number))
             first = False
     except csv.Error as err:   # e.g. an unterminated quote
         raise DataError(f"{path}: malformed CSV near row {rows.line_num}: {err}") from err
