@@ -31,7 +31,7 @@ from cxr.labeler import Mention, ReportLabeler, split_sentences
 from cxr.observations import FINDINGS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, Observation
 from generator.decisions import Thresholds
 from graphdb.extract import RuleExtractor
-from graphdb.m3kg import M3KGFiles, load_m3kg
+from graphdb.m3kg import M3KGFiles, bundled_m3kg, load_m3kg
 from graphdb.schema import EntityType, KnowledgeGraph, Relation
 
 
@@ -156,7 +156,19 @@ class KnownRelations:
 
 @functools.cache
 def _bundled() -> KnownRelations:
-    return KnownRelations.of_graph(load_m3kg())
+    return KnownRelations.of_graph(bundled_m3kg())
+
+
+@functools.cache
+def _reader() -> tuple[ReportLabeler, RuleExtractor]:
+    return ReportLabeler(), RuleExtractor()
+
+
+def checker_for(thresholds: Thresholds | None) -> ReportChecker:
+    """A checker on the bundled M3KG judging probabilities by ``thresholds``; its parts are built
+    once per process (about 1.3 s), so one per batch of reports costs nothing."""
+    labeler, extractor = _reader()
+    return ReportChecker(_bundled(), thresholds, labeler, extractor)
 
 
 # relation → (head types, tail types) a check is meaningful for: a disorder at an anatomy, a

@@ -26,6 +26,7 @@ from encoders.graph import GraphOutput, MultiScaleFusion
 from encoders.qformer import DiseaseOutput, DiseaseQFormer
 from encoders.vision import SwinEncoder
 from generator.backends import Completion, DecidedCallback, HFBackend, LLMBackend, TokenCallback
+from generator.check import checker_for
 from generator.config import KG2VQueries, KGMode, ModelConfig
 from generator.coverage import announce, decided_findings, merge, missing_findings
 from generator.decisions import Thresholds, state_names
@@ -56,6 +57,7 @@ class GenerationResult:
     finish_reason: str = "stop"            # "stop" (eos) | "length" (max_new_tokens)
     covered: list[str] = field(default_factory=list)   # decided findings stated by the coverage pass
     added: list[str] = field(default_factory=list)     # the sentences that pass added (generator.coverage)
+    warnings: list[dict[str, str]] = field(default_factory=list)   # the report check (generator.check)
 
     @property
     def coverage(self) -> dict[str, list[str]]:
@@ -271,6 +273,9 @@ class R2GenKG(nn.Module):
                 for b, (sid, text, c) in enumerate(zip(study_ids, texts, completions))]
         if settings.cover_decisions and backend is not None:
             self.cover(out, enc, settings, backend)
+        checker = checker_for(self.thresholds)     # the final text, against this model's own probabilities
+        for b, r in enumerate(out):
+            r.warnings = [w.to_dict() for w in checker.check(r.report, probs[b].tolist())]
         return out
 
     @torch.no_grad()

@@ -54,7 +54,7 @@ access_log_filter = QueryStringFilter()   # serve adds it to the "uvicorn.access
 # ---- responses --------------------------------------------------------------------------------
 def extension(result: GenerationResult, study: StudyInput, engine: Engine, seconds: float) -> dict[str, Any]:
     return {"observations": result.probabilities, "states": result.states,
-            "positive": result.positive, "coverage": result.coverage,
+            "positive": result.positive, "coverage": result.coverage, "warnings": result.warnings,
             "evidence": asdict(result.evidence), "views": [asdict(n) for n in study.notes],
             "model_id": engine.model_id, "timing_ms": round(seconds * 1000, 1)}
 

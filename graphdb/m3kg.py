@@ -6,6 +6,7 @@ is a UMLS CUI or, for unlinked entities, the string itself. The bundled copy is 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -135,3 +136,10 @@ def load_m3kg(files: M3KGFiles | None = None) -> KnowledgeGraph:
     )
     kg.validate()
     return kg
+
+
+@functools.cache
+def bundled_m3kg() -> KnowledgeGraph:
+    """The bundled M3KG, parsed once per process (about 0.5 s): the store check and the report
+    check both read it. Shared: callers must not modify it."""
+    return load_m3kg()

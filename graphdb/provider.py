@@ -21,7 +21,7 @@ from cxr.observations import Observation
 from graphdb.embedded_store import EmbeddedGraphStore
 from graphdb.features import TextEncoder, node_features
 from graphdb.fingerprint import GraphContent, GraphFingerprint
-from graphdb.m3kg import load_m3kg
+from graphdb.m3kg import bundled_m3kg, load_m3kg
 from graphdb.pyg import Batch
 from graphdb.schema import StudySeeds, Subgraph, SubgraphSpec
 from graphdb.store import GraphStore, StoreConfig, StoreKind, open_store
@@ -119,7 +119,7 @@ def _open_for_reading(config: StoreConfig) -> tuple[GraphStore, GraphContent]:
 def bundled_content() -> GraphContent:
     """What a load of today's bundled M3KG holds; parsed once per process (about 0.8 s), since
     every open of a store compares the store with it."""
-    return GraphContent.of_graph(load_m3kg())
+    return GraphContent.of_graph(bundled_m3kg())
 
 
 def _reload(config: StoreConfig, clear: bool) -> None:

@@ -33,6 +33,7 @@ from cxr.clean import CleanStyle, repeated_sentences
 from cxr.labeler import label_reports
 from cxr.observations import FINDINGS, FIVE_OBSERVATIONS, OBSERVATIONS, POSITIVE
 from cxr.records import DataError, StudyRecord
+from generator.check import WarningKind, checker_for
 from training.metrics.auroc import auroc_per_observation
 from training.metrics.clinical import CEResult, ce_metrics
 from training.metrics.nlg import NLGScorer, NLGScores, normalize_report
@@ -62,6 +63,9 @@ class ReportScores:
     # report that said exactly what the model decided would get (None: no decisions, or clinical off)
     decisions_ce_14: CEResult | None = None
     decisions_ce_5: CEResult | None = None
+    # the report check (generator.check) on the text alone: warning kind → reports with one
+    warned: dict[str, int] = field(default_factory=dict)
+    warned_reports: int = 0                        # reports with any warning
 
     @property
     def mean_auroc(self) -> float | None:
@@ -82,7 +86,14 @@ class ReportScores:
             "repeated_pct": self.repeated_pct,
             "decisions_ce_14": None if self.decisions_ce_14 is None else self.decisions_ce_14.to_dict(),
             "decisions_ce_5": None if self.decisions_ce_5 is None else self.decisions_ce_5.to_dict(),
+            "warned_reports": self.warned_reports,
+            "warned_pct": self.warned_pct,
+            "warnings_by_kind": self.warned,
         }
+
+    @property
+    def warned_pct(self) -> float:
+        return 100.0 * self.warned_reports / self.n_reports if self.n_reports else 0.0
 
     @property
     def consistency_f1(self) -> float | None:
@@ -111,6 +122,7 @@ class ReportScores:
             out["decisions_CE14_macro_f1"] = self.decisions_ce_14.macro.f1
             out["decisions_CE5_micro_f1"] = self.decisions_ce_5.micro.f1
         out["repeated_pct"] = self.repeated_pct
+        out["warned_pct"] = self.warned_pct
         return out
 
 
@@ -181,7 +193,11 @@ def compute_scores(
         labels = reference_labels if reference_labels is not None else label_reports(list(refs))
         auroc = auroc_per_observation(np.asarray(probabilities), labels)
     repeated = sum(bool(repeated_sentences(p, scorer.style or CleanStyle.IU_XRAY)) for p in preds)
-    return ReportScores(len(preds), nlg, ce_14, ce_5, auroc, consistency, repeated, decided_14, decided_5)
+    checker = checker_for(None)                   # the text alone: no thresholds to judge probabilities by
+    kinds = [{w.kind.value for w in checker.check(p)} for p in preds]
+    warned = {k.value: n for k in WarningKind if (n := sum(k.value in found for found in kinds))}
+    return ReportScores(len(preds), nlg, ce_14, ce_5, auroc, consistency, repeated, decided_14, decided_5,
+                        warned, sum(bool(found) for found in kinds))
 
 
 def decision_labels(decisions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

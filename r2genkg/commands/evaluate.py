@@ -117,6 +117,9 @@ def print_result(console: Console, result: EvalResult) -> None:
         console.print(consistency_table(result))
     console.print(f"reports with a repeated sentence: {result.scores.repeated} of {result.scores.n_reports} "
                   f"({result.scores.repeated_pct:.1f}%)", highlight=False)
+    kinds = ", ".join(f"{k} {n}" for k, n in result.scores.warned.items())
+    console.print(f"reports the check warns about: {result.scores.warned_reports} of {result.scores.n_reports} "
+                  f"({result.scores.warned_pct:.1f}%){f': {kinds}' if kinds else ''}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

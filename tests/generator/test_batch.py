@@ -18,6 +18,8 @@ import pytest
 from PIL import Image
 
 from generator.batch import done_ids, failures_path
+from generator.check import checker_for
+from generator.decisions import read_thresholds
 from graphdb.store import DEFAULT_FEATURES_CACHE, DEFAULT_STORE_PATH
 
 pytestmark = pytest.mark.slow
@@ -65,6 +67,9 @@ def test_study_folders_with_a_corrupt_study(tiny_checkpoint, tmp_path):
     assert row["model"].startswith("debug@") and row["engine"] == "hf"
     assert row["timing"]["seconds_per_study"] > 0 and row["tokens"]["completion"] > 0
     assert set(row["labels"].values()) <= {"positive", "negative", "uncertain"}
+    checker = checker_for(read_thresholds(tiny_checkpoint))   # the report check, on the row's own figures
+    for r in rows:
+        assert r["warnings"] == [w.to_dict() for w in checker.check(r["report"], list(r["observations"].values()))]
     failed = lines(failures_path(out))
     assert [f["id"] for f in failed] == ["broken"] and failed[0]["stage"] == "image"
     assert "broken" in failed[0]["reason"] and "PNG, JPEG or DICOM" in failed[0]["reason"]

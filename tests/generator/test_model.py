@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from generator.backends import Completion
 from generator.model import GenerationSettings
 from retrieval.index import IndexConfig
 from retrieval.tokens import BankConfig, DiseaseTokenBank
@@ -120,3 +121,16 @@ def test_overfits_eight_studies_and_generates_them_back(model_factory):
     results = model.generate(images, mask, ids, GenerationSettings(max_new_tokens=40))
     exact = sum(r.report == ref for r, ref in zip(results, reports))
     assert exact >= 7, [(r.report, ref) for r, ref in zip(results, reports)]
+
+
+def test_every_result_carries_the_report_check_of_its_final_text(model_factory):
+    model = model_factory()
+    images, mask, ids, _, _ = study_batch(2)
+    _, _, enc = model.prompt_embeds(images, mask, ids)
+    texts = ["no pleural effusion . small right pleural effusion .", "the lungs are clear ."]
+    completions = [Completion(model.tokenizer(t, add_special_tokens=False).input_ids, "stop") for t in texts]
+    results = model.results(ids, completions, enc, 10, GenerationSettings(cover_decisions=False))
+    assert results[0].report == texts[0]
+    assert [w["kind"] for w in results[0].warnings] == ["contradiction"]
+    assert results[0].warnings[0]["sentence"] == "small right pleural effusion ."
+    assert results[1].warnings == []

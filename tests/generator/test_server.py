@@ -40,6 +40,7 @@ def test_report_equals_the_engine_on_the_same_pixels(served, engine):
     ext = resp.model_extra["r2genkg"]
     assert len(ext["observations"]) == 14 and ext["observations"] == pytest.approx(direct.probabilities, abs=1e-5)
     assert ext["evidence"]["seeds"] and ext["model_id"] == engine.model_id
+    assert ext["warnings"] == direct.warnings and isinstance(ext["warnings"], list)
 
 
 def test_two_views_jpeg_and_dicom(served, tmp_path):

@@ -124,14 +124,15 @@ def test_a_graph_of_ones_own_is_not_compared_with_the_bundle(tmp_path, caplog):
 
 def test_the_bundle_is_parsed_once_per_process_however_often_a_store_is_opened(tmp_path, monkeypatch):
     """Every open compares the store with the bundle; the pipeline opens it three times."""
-    from graphdb import provider
+    from graphdb import m3kg, provider
 
     path = tmp_path / "kg"
     with EmbeddedGraphStore(path) as writer:
         writer.upsert(load_m3kg())
     parses = []
-    monkeypatch.setattr(provider, "load_m3kg", lambda: parses.append(1) or load_m3kg())
+    monkeypatch.setattr(m3kg, "load_m3kg", lambda: parses.append(1) or load_m3kg())
     provider.bundled_content.cache_clear()
+    m3kg.bundled_m3kg.cache_clear()
     try:
         for _ in range(3):
             store, content = _open_for_reading(StoreConfig(kind=StoreKind.EMBEDDED, path=path))
@@ -139,4 +140,5 @@ def test_the_bundle_is_parsed_once_per_process_however_often_a_store_is_opened(t
             assert content == GraphContent.of_graph(load_m3kg())
     finally:
         provider.bundled_content.cache_clear()
+        m3kg.bundled_m3kg.cache_clear()
     assert len(parses) == 1

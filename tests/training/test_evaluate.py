@@ -206,7 +206,16 @@ def test_flat_summary_and_label_text(iu_test):
     assert raw.nlg == cleaned.nlg  # label_text only changes what the labeler reads
     flat = cleaned.flat()
     assert "METEOR" not in flat and flat["BLEU_4"] == cleaned.nlg.bleu_4
-    assert flat["CE5_macro_f1"] == cleaned.ce_5.macro.f1 and len(flat) == 6 + 2 * 2 * 3 + 1  # + repeated_pct
+    assert flat["CE5_macro_f1"] == cleaned.ce_5.macro.f1 and len(flat) == 6 + 2 * 2 * 3 + 2  # + repeated_pct, warned_pct
     assert compute_scores(preds, refs, meteor=False, clinical=False).ce_14 is None
     with pytest.raises(ValueError, match="parallel"):
         compute_scores(preds, refs[:-1], meteor=False)
+
+
+def test_every_evaluation_counts_the_reports_the_check_warns_about(iu_test):
+    refs = [t["report"] for t in iu_test[:4]]
+    preds = ["No pleural effusion. Small right pleural effusion.", "The lungs are clear. The lungs are clear.",
+             "The heart is normal in size.", "No pneumothorax. No pleural effusion."]
+    scores = compute_scores(preds, refs, CleanStyle.IU_XRAY, meteor=False)
+    assert scores.warned == {"contradiction": 1, "repetition": 1} and scores.warned_reports == 2
+    assert scores.to_dict()["warned_pct"] == 50.0 and scores.flat()["warned_pct"] == 50.0
