@@ -81,9 +81,15 @@ PLAIN: dict[Observation, tuple[str, str]] = {
 }
 
 
-def flip(sentence: str, observation: Observation, label: float) -> tuple[str, bool]:
-    """(the sentence with its negation flipped for ``observation``, True) by the rules above, or,
-    where the labeler does not read the result as the opposite, (the plain opposite statement, False)."""
+_CUE_WORDS = {"no", "not", "without", "of", "evidence", "negative", "for", "free", "there", "is", "are", "any"}
+
+
+def flip(sentence: str, observation: Observation, label: float, phrase: str = "", lead: str = "") -> tuple[str, str]:
+    """The sentence with its negation flipped for ``observation`` and how: "rule" (the rules above),
+    "phrase" (a denial's own words turned into "There is <words before the finding> <finding>.":
+    "no large pleural effusion" → "There is large pleural effusion.") or "plain" (the plain opposite
+    statement), whichever the labeler first reads as the opposite."""
+    wanted = POSITIVE if label == NEGATIVE else NEGATIVE
     text = sentence
     if label == NEGATIVE:
         for pattern, repl in _NEGATION_CUES:
@@ -92,10 +98,15 @@ def flip(sentence: str, observation: Observation, label: float) -> tuple[str, bo
         text = re.sub(r"\b(there (is|are))\b", r"\1 no", text, count=1, flags=re.IGNORECASE)
     text = " ".join(text.split())
     text = text[:1].upper() + text[1:]
-    wanted = POSITIVE if label == NEGATIVE else NEGATIVE
-    if text != sentence and LABELER.label(text, check_language=False).values[observation] == wanted:
-        return text, True
-    return PLAIN[observation][0 if wanted == POSITIVE else 1], False
+    candidates = [(text, "rule")] if text != sentence else []
+    if label == NEGATIVE and phrase:
+        words = [w.lower() for w in re.findall(r"[A-Za-z-]+", re.split(r"[,;:]", lead)[-1])[-3:]
+                 if w.lower() not in _CUE_WORDS]
+        candidates.append(("There is " + " ".join(words + [phrase.lower()]) + ".", "phrase"))
+    for candidate, how in candidates:
+        if LABELER.label(candidate, check_language=False).values[observation] == wanted:
+            return candidate, how
+    return PLAIN[observation][0 if wanted == POSITIVE else 1], "plain"
 
 
 def inject_contradiction(report: str, rng: random.Random) -> str | None:
@@ -103,7 +114,8 @@ def inject_contradiction(report: str, rng: random.Random) -> str | None:
     if not statements:
         return None
     m = rng.choice(statements)
-    return insert(report, flip(m.sentence, m.observation, m.label)[0], rng)
+    start = next(s.start for s in split_sentences(report) if s.start <= m.start < s.end + 1)
+    return insert(report, flip(m.sentence, m.observation, m.label, m.phrase, report[start:m.start])[0], rng)
 
 
 def _swap_sides(text: str) -> str:
