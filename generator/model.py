@@ -13,6 +13,7 @@ probabilities and the per-observation thresholds (``self.thresholds``, generator
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from generator.check import checker_for
 from generator.config import KG2VQueries, KGMode, ModelConfig
 from generator.coverage import announce, decided_findings, merge, missing_findings
 from generator.decisions import Thresholds, state_names
+from generator.explain import explain, study_graph
 from generator.llm import build_llm, embed_tokens
 from generator.prompt import prompt_ids, report_ids, splice_for_generation, splice_for_training
 from generator.settings import GenerationSettings
@@ -43,6 +45,7 @@ class Evidence:
     seeds: tuple[str, ...] = ()            # what the study's subgraph grew from
     node_ids: tuple[str, ...] = ()         # the subgraph's nodes ("Entity:<key>", "Observation:<name>")
     retrieved: dict[str, list[int]] = field(default_factory=dict)  # observation → bank token ids
+    graph: dict[str, list[dict[str, Any]]] | None = None   # the subgraph by name (generator.explain.study_graph)
 
 
 @dataclass
@@ -58,6 +61,7 @@ class GenerationResult:
     covered: list[str] = field(default_factory=list)   # decided findings stated by the coverage pass
     added: list[str] = field(default_factory=list)     # the sentences that pass added (generator.coverage)
     warnings: list[dict[str, str]] = field(default_factory=list)   # the report check (generator.check)
+    sentences: list[dict[str, Any]] = field(default_factory=list)  # evidence per sentence (generator.explain)
 
     @property
     def coverage(self) -> dict[str, list[str]]:
@@ -274,8 +278,13 @@ class R2GenKG(nn.Module):
         if settings.cover_decisions and backend is not None:
             self.cover(out, enc, settings, backend)
         checker = checker_for(self.thresholds)     # the final text, against this model's own probabilities
+        sources = self.bank.meta.study_ids.tolist() if self.bank is not None else []
+        reports = self.bank.reports if self.bank is not None else {}
         for b, r in enumerate(out):
             r.warnings = [w.to_dict() for w in checker.check(r.report, probs[b].tolist())]
+            subgraph = enc.subgraphs.subgraphs[int(enc.subgraphs.index[b])] if enc.subgraphs is not None else None
+            r.sentences = [e.to_dict() for e in explain(r.report, r.probabilities, self.thresholds, subgraph,
+                                                        r.evidence.retrieved, sources, reports)]
         return out
 
     @torch.no_grad()
@@ -336,6 +345,7 @@ class R2GenKG(nn.Module):
         ev = Evidence()
         if enc.subgraphs is not None:
             ev.seeds, ev.node_ids = enc.subgraphs.seeds(b), enc.subgraphs.node_ids(b)
+            ev.graph = study_graph(enc.subgraphs.subgraphs[int(enc.subgraphs.index[b])])
         if enc.retrieved is not None:
             ids = enc.retrieved.ids[b].tolist()
             ev.retrieved = {o.value: [i for i in row if i >= 0] for o, row in zip(OBSERVATIONS, ids)}

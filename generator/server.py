@@ -55,6 +55,7 @@ access_log_filter = QueryStringFilter()   # serve adds it to the "uvicorn.access
 def extension(result: GenerationResult, study: StudyInput, engine: Engine, seconds: float) -> dict[str, Any]:
     return {"observations": result.probabilities, "states": result.states,
             "positive": result.positive, "coverage": result.coverage, "warnings": result.warnings,
+            "sentences": result.sentences,
             "evidence": asdict(result.evidence), "views": [asdict(n) for n in study.notes],
             "model_id": engine.model_id, "timing_ms": round(seconds * 1000, 1)}
 

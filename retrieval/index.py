@@ -32,6 +32,7 @@ N_OBS = len(OBSERVATIONS)
 MANIFEST = "manifest.json"
 VECTORS = "vectors.npy"
 META = "meta.npz"
+REPORTS = "reports.json"   # optional: the report of each study the tokens came from (evidence)
 RETIRED_FIELDS = ("hnsw_m", "ef_search", "ef_construction")
 
 
@@ -152,6 +153,9 @@ class TokenIndex:
     config: IndexConfig
     vectors: np.ndarray = field(init=False)  # (n, d) float32, as added
     meta: TokenMeta = field(init=False)
+    # study id → its report, for the studies the tokens came from: what a retrieved token's
+    # evidence quotes (the training loop fills it; empty in banks saved before it existed)
+    reports: dict[str, str] = field(default_factory=dict)
     _subs: list[Any] = field(init=False, repr=False)         # 14 faiss indexes or None
     _local: list[np.ndarray] = field(init=False, repr=False)  # 14 × (n_o,) local → global id
     _dirty: set[int] = field(init=False, repr=False)
@@ -314,6 +318,9 @@ class TokenIndex:
         np.savez(tmp / META, study_ids=m.study_ids, observation=m.observation, view=m.view,
                  patch=m.patch, score=m.score)
         files = [VECTORS, META]
+        if self.reports:
+            (tmp / REPORTS).write_text(json.dumps(self.reports, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+            files.append(REPORTS)
         for o, sub in enumerate(self._subs):
             if sub is not None:
                 name = f"obs_{o:02d}.faiss"
@@ -381,4 +388,9 @@ class TokenIndex:
                                      f"ntotal={sub.ntotal}, expected d={config.dim}, "
                                      f"ntotal={len(index._local[o])}")
             index._subs[o] = sub
+        if REPORTS in manifest["sha256"]:
+            try:
+                index.reports = json.loads((directory / REPORTS).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise IndexFileError(f"corrupt {directory / REPORTS}: {e}") from e
         return index

@@ -369,6 +369,8 @@ class Trainer:
             if miner.value is not None:
                 model.bank = miner.value.build()
                 miner.value = None
+                sources = set(model.bank.meta.study_ids.tolist())     # what retrieved tokens' evidence quotes
+                model.bank.reports = {r.study_id: r.report for r in train_ds.records if r.study_id in sources}
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             if val_ds is not None:
                 metrics = self._validate(model, val_ds, state)

@@ -217,3 +217,15 @@ def test_corrupt_manifest_is_named(tmp_path):
     (path / "manifest.json").write_text(json.dumps({"format_version": 1}))
     with pytest.raises(IndexFileError, match="manifest.json"):
         TokenIndex.load(path)
+
+
+def test_the_source_reports_travel_with_the_bank_and_are_checked(tmp_path):
+    index = TokenIndex(IndexConfig(dim=4))
+    index.add(np.eye(4, dtype=np.float32), TokenMeta(list("abcd"), [0, 0, 1, 1], [0] * 4, range(4), [1] * 4))
+    assert TokenIndex.load(index.save(tmp_path / "old")).reports == {}     # a bank without them still loads
+    index.reports = {"a": "Small left pleural effusion.", "c": "Cardiomegaly. No effusion."}
+    loaded = TokenIndex.load(index.save(tmp_path / "bank"))
+    assert loaded.reports == index.reports
+    (tmp_path / "bank" / "reports.json").write_text('{"a": "tampered"}')
+    with pytest.raises(IndexFileError, match="reports.json"):
+        TokenIndex.load(tmp_path / "bank")

@@ -119,6 +119,15 @@ def test_evaluate_checkpoint_writes_metrics_auroc_and_evidence(shared):
     ev = rows[0]["evidence"]
     assert ev["seeds"] and ev["node_ids"] and isinstance(ev["retrieved"], dict)
     assert all(set(r["coverage"]) == {"covered", "added"} for r in rows)
+    # the bank keeps the train reports its tokens came from, for the evidence's quotes
+    from retrieval.index import TokenIndex
+
+    bank = TokenIndex.load(result.best / "bank")
+    train_reports = {r.study_id: r.report for r in load_split(cfg.data, "train")}
+    assert bank.reports and bank.reports == {s: train_reports[s] for s in set(bank.meta.study_ids.tolist())}
+    assert all(isinstance(r["sentences"], list) and "".join(s["text"] for s in r["sentences"]).replace(" ", "")
+               == r["report"].replace(" ", "") for r in rows)
+    assert ev["graph"] is not None and {n["id"] for n in ev["graph"]["nodes"]} == set(ev["node_ids"])
     saved = torch.load(result.best / "model.pt", weights_only=True)
     assert set(saved) and all(torch.isfinite(v.float()).all() for v in saved.values())
 
