@@ -277,6 +277,8 @@ class R2GenKG(nn.Module):
                 for b, (sid, text, c) in enumerate(zip(study_ids, texts, completions))]
         if settings.cover_decisions and backend is not None:
             self.cover(out, enc, settings, backend)
+        if not settings.evidence:
+            return out
         checker = checker_for(self.thresholds)     # the final text, against this model's own probabilities
         sources = self.bank.meta.study_ids.tolist() if self.bank is not None else []
         reports = self.bank.reports if self.bank is not None else {}

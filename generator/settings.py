@@ -23,6 +23,7 @@ class GenerationSettings:
     cover_decisions: bool = True   # a decided finding the report leaves out: one more pass writes it (generator.coverage)
     cover_samples: int = 0         # then up to this many seeded samples per finding still missing (one study per call; slow)
     cover_passes: int = 2          # pass 1: all missing findings; 2: each one still missing, prompted alone
+    evidence: bool = True          # the report check and per-sentence evidence of each report (generator.check, .explain)
 
     def __post_init__(self) -> None:
         if self.num_beams < 1 or self.max_new_tokens < 1:

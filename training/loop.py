@@ -466,8 +466,8 @@ class Trainer:
         cfg = self.config
         self._fit_thresholds(model, val_ds)
         # the greedy coverage passes only, whatever the config asks: sampled ones would add
-        # minutes to every validation (docs/model.md)
-        settings = replace(cfg.generation, cover_samples=0)
+        # minutes to every validation (docs/model.md); validation reads only the reports
+        settings = replace(cfg.generation, cover_samples=0, evidence=False)
         results = list(predict(model, val_ds, settings, cfg.train.validation_batch_size, self.accelerator.device,
                                progress=self.progress, desc="validate"))
         refs = {r.study_id: r.report for r in val_ds.records}

@@ -134,3 +134,7 @@ def test_every_result_carries_the_report_check_of_its_final_text(model_factory):
     assert [w["kind"] for w in results[0].warnings] == ["contradiction"]
     assert results[0].warnings[0]["sentence"] == "small right pleural effusion ."
     assert results[1].warnings == []
+    assert [s["text"] for s in results[0].sentences] == ["no pleural effusion .", "small right pleural effusion ."]
+    # validation reads only the reports: no check, no evidence
+    bare = model.results(ids, completions, enc, 10, GenerationSettings(cover_decisions=False, evidence=False))
+    assert bare[0].report == texts[0] and bare[0].warnings == [] and bare[0].sentences == []
