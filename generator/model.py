@@ -12,6 +12,7 @@ probabilities and the per-observation thresholds (``self.thresholds``, generator
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -62,6 +63,9 @@ class GenerationResult:
     added: list[str] = field(default_factory=list)     # the sentences that pass added (generator.coverage)
     warnings: list[dict[str, str]] = field(default_factory=list)   # the report check (generator.check)
     sentences: list[dict[str, Any]] = field(default_factory=list)  # evidence per sentence (generator.explain)
+    thresholds: dict[str, float | None] = field(default_factory=dict)  # each observation's decision cut (None: never)
+    # the disease queries' attention over the image grid: {"grid": g, "maps": {observation: [per view: g*g]}}
+    attention: dict[str, Any] | None = None
 
     @property
     def coverage(self) -> dict[str, list[str]]:
@@ -282,7 +286,10 @@ class R2GenKG(nn.Module):
         checker = checker_for(self.thresholds)     # the final text, against this model's own probabilities
         sources = self.bank.meta.study_ids.tolist() if self.bank is not None else []
         reports = self.bank.reports if self.bank is not None else {}
+        cuts = {o.value: (t if t <= 1.0 else None) for o, t in zip(OBSERVATIONS, self.thresholds.positive)}
+        attention = self._attention_maps(enc)
         for b, r in enumerate(out):
+            r.thresholds, r.attention = cuts, attention[b]
             r.warnings = [w.to_dict() for w in checker.check(r.report, probs[b].tolist())]
             subgraph = enc.subgraphs.subgraphs[int(enc.subgraphs.index[b])] if enc.subgraphs is not None else None
             r.sentences = [e.to_dict() for e in explain(r.report, r.probabilities, self.thresholds, subgraph,
@@ -341,6 +348,17 @@ class R2GenKG(nn.Module):
             self.llm.train(was_training)
         return [t.strip() for t in self.tokenizer.batch_decode([c.token_ids for c in completions],
                                                                 skip_special_tokens=True)]
+
+    def _attention_maps(self, enc: Encoded) -> list[dict[str, Any]]:
+        """Each study's disease-query attention (14, N) as a grid per observation and view: the
+        vision tokens are a g×g grid per view (averaged over views, or one grid per view)."""
+        att = enc.disease.attention.float().cpu()                       # (B, 14, N)
+        per_view = self.vision.tokens_per_view
+        g = math.isqrt(per_view)
+        views = att.shape[-1] // per_view
+        maps = att.reshape(att.shape[0], len(OBSERVATIONS), views, per_view)
+        return [{"grid": g, "maps": {o.value: [[round(v, 5) for v in view] for view in maps[b, j].tolist()]
+                                     for j, o in enumerate(OBSERVATIONS)}} for b in range(att.shape[0])]
 
     @staticmethod
     def _evidence(enc: Encoded, b: int) -> Evidence:

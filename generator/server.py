@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,6 +28,8 @@ from prometheus_client.exposition import choose_encoder
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cxr.labeler import label_reports
+from cxr.observations import FINDINGS, OBSERVATIONS, POSITIVE
 from generator.api_inputs import image_urls, read_settings, read_study
 from generator.api_schema import APIError, ServerConfig, parse_request
 from generator.batcher import DynamicBatcher, Job, QueueFullError
@@ -55,9 +58,29 @@ access_log_filter = QueryStringFilter()   # serve adds it to the "uvicorn.access
 def extension(result: GenerationResult, study: StudyInput, engine: Engine, seconds: float) -> dict[str, Any]:
     return {"observations": result.probabilities, "states": result.states,
             "positive": result.positive, "coverage": result.coverage, "warnings": result.warnings,
-            "sentences": result.sentences,
+            "sentences": result.sentences, "thresholds": result.thresholds, "attention": result.attention,
             "evidence": asdict(result.evidence), "views": [asdict(n) for n in study.notes],
             "model_id": engine.model_id, "timing_ms": round(seconds * 1000, 1)}
+
+
+MAX_LABEL_REPORTS = 10_000
+UI_DIR = Path(__file__).parent / "ui"
+UI_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+            ".css": "text/css; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
+# The page may talk to this server only: scripts, styles and requests from here, images from the
+# user's own files (blob:/data:), nothing from any CDN.
+UI_POLICY = ("default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+             "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def ui_file(name: str) -> Response:
+    """One file of the viewer (generator/ui), by bare name; anything else is a 404."""
+    path = UI_DIR / name
+    if "/" in name or "\\" in name or name.startswith(".") or path.suffix not in UI_TYPES or not path.is_file():
+        raise StarletteHTTPException(404, f"no viewer file {name!r}")
+    return Response(path.read_bytes(), media_type=UI_TYPES[path.suffix],
+                    headers={"Content-Security-Policy": UI_POLICY, "X-Content-Type-Options": "nosniff",
+                             "Cache-Control": "no-cache"})
 
 
 def usage(result: GenerationResult) -> dict[str, int]:
@@ -150,10 +173,36 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
         encode, content_type = choose_encoder(request.headers.get("accept", ""))   # text 0.0.4 unless asked
         return Response(encode(registry), media_type=content_type)
 
+    # the report viewer: static files of this package, no network beyond this server (docs/viewer.md)
+    @app.get("/ui")
+    @app.get("/ui/")
+    async def viewer() -> Response:
+        return ui_file("index.html")
+
+    @app.get("/ui/static/{name}")
+    async def viewer_file(name: str) -> Response:
+        return ui_file(name)
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": config.model_name, "object": "model", "created": 0,
                                             "owned_by": "r2genkg", "r2genkg_model_id": engine.model_id}]}
+
+    @app.post("/v1/r2genkg/label")
+    async def label(raw: Request) -> dict[str, Any]:
+        """The labeler's positive findings of each text: what the viewer compares a report with its reference by."""
+        try:
+            body = json.loads(await raw.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise APIError(400, f"the body is not JSON: {exc}") from exc
+        reports = body.get("reports") if isinstance(body, dict) else None
+        if not isinstance(reports, list) or not all(isinstance(r, str) for r in reports):
+            raise APIError(400, "expected {\"reports\": [text, …]}", param="reports")
+        if len(reports) > MAX_LABEL_REPORTS:
+            raise APIError(400, f"{len(reports)} reports; at most {MAX_LABEL_REPORTS} per request", param="reports")
+        labels = await run_in_threadpool(label_reports, reports)
+        return {"positive": [[o.value for o, v in zip(OBSERVATIONS, row) if v == POSITIVE and o in FINDINGS]
+                             for row in labels]}
 
     @app.post("/v1/chat/completions")
     async def chat(raw: Request):

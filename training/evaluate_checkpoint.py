@@ -107,7 +107,8 @@ def evaluate_checkpoint(checkpoint: str | Path, store: StoreConfig, split: str =
             f.write(json.dumps({"id": r.study_id, "report": r.report, "observations": r.probabilities,
                                 "states": r.states, "positive": r.positive, "evidence": asdict(r.evidence),
                                 "coverage": r.coverage, "warnings": r.warnings,
-                                "sentences": r.sentences}) + "\n")
+                                "sentences": r.sentences, "thresholds": r.thresholds,
+                                "attention": r.attention}) + "\n")
     result = evaluate_records(preds_path, dataset.records, config.data.clean_style,
                               source=f"{config.data.annotation_path} ({split})", meteor=meteor, progress=progress)
     if result is None:
