@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
@@ -40,6 +41,7 @@ class ServerConfig:
     max_queue: int = 256
     image_url_allowlist: tuple[str, ...] = ()  # hosts whose http(s) image URLs may be fetched
     fetch_timeout_s: float = 10.0
+    runs_dir: Path | None = None               # the viewer may open the result JSONLs under it (--runs-dir)
 
     def __post_init__(self) -> None:
         self.api_keys = tuple(k for k in self.api_keys if k)

@@ -64,6 +64,26 @@ def extension(result: GenerationResult, study: StudyInput, engine: Engine, secon
 
 
 MAX_LABEL_REPORTS = 10_000
+MAX_RUN_FILES = 2000
+
+
+def run_files(root: Path | None) -> list[str]:
+    """The *.jsonl files under ``root`` (paths relative to it, sorted), run_batch's failure lists left out."""
+    if root is None:
+        return []
+    found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.jsonl")
+                   if p.is_file() and not p.name.endswith(".failures.jsonl"))
+    return found[:MAX_RUN_FILES]
+
+
+def read_run_file(root: Path | None, relative: str) -> bytes:
+    """One result file under ``root``: a 404 for anything that is not a *.jsonl inside it."""
+    if root is None:
+        raise APIError(404, "this server opens no run files (start it with --runs-dir DIR)", code="no_runs_dir")
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root) or path.suffix != ".jsonl" or not path.is_file():
+        raise APIError(404, f"no result file {relative[:200]!r} under --runs-dir", param="path")
+    return path.read_bytes()
 UI_DIR = Path(__file__).parent / "ui"
 UI_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
             ".css": "text/css; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
@@ -187,6 +207,17 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": config.model_name, "object": "model", "created": 0,
                                             "owned_by": "r2genkg", "r2genkg_model_id": engine.model_id}]}
+
+    @app.get("/v1/r2genkg/runs")
+    async def runs() -> dict[str, Any]:
+        """The result files the viewer may open: *.jsonl under --runs-dir (failure lists left out)."""
+        return {"runs_dir": str(config.runs_dir) if config.runs_dir else None,
+                "files": await run_in_threadpool(run_files, config.runs_dir)}
+
+    @app.get("/v1/r2genkg/runs/file")
+    async def run_file(path: str) -> Response:
+        return Response(await run_in_threadpool(read_run_file, config.runs_dir, path),
+                        media_type="application/x-ndjson")
 
     @app.post("/v1/r2genkg/label")
     async def label(raw: Request) -> dict[str, Any]:

@@ -197,7 +197,7 @@ function render(container, row, images = []) {
   }
 
   // the study's subgraph
-  const svg = svgEl("svg", { class: "graph", viewBox: "-300 -230 600 460", role: "img", "aria-label": "the study's knowledge subgraph" });
+  const svg = svgEl("svg", { class: "graph", viewBox: "-300 -300 600 600", role: "img", "aria-label": "the study's knowledge subgraph" });
   if (graph) drawGraph(svg, graph);
   right.append(el("div", { class: "card" }, el("h2", { text: "The study's knowledge subgraph" }),
     el("div", { class: "legend" }, ...[0, 1, 2, 3].map((l) => { const s = el("span"); const i = el("i"); i.style.background = LEVEL_COLORS[l]; s.append(i, `level ${l}`); return s; })),
@@ -230,14 +230,19 @@ function drawHeat(container, images, attention, name) {
 function drawGraph(svg, graph) {
   const byLevel = new Map();
   for (const n of graph.nodes) { if (!byLevel.has(n.level)) byLevel.set(n.level, []); byLevel.get(n.level).push(n); }
+  // one ring per level, each wide enough for its nodes' labels (about 14 units of arc per node)
   const pos = new Map();
-  for (const [level, nodes] of byLevel) {
-    const r = level === 0 && nodes.length === 1 ? 0 : 45 + 75 * level;
+  let r = 0;
+  for (const level of [...byLevel.keys()].sort((a, b) => a - b)) {
+    const nodes = byLevel.get(level);
+    r = level === 0 && nodes.length === 1 ? 0 : Math.max(r + 70, (14 * nodes.length) / (2 * Math.PI));
     nodes.forEach((n, i) => {
       const a = (2 * Math.PI * i) / nodes.length + level * 0.4;
-      pos.set(n.id, [r * Math.cos(a), r * Math.sin(a) * 0.8]);
+      pos.set(n.id, [r * Math.cos(a), r * Math.sin(a)]);
     });
   }
+  const half = r + 60;
+  svg.setAttribute("viewBox", `${-half} ${-half} ${2 * half} ${2 * half}`);
   const edgeLayer = svgEl("g"), nodeLayer = svgEl("g");
   svg.append(edgeLayer, nodeLayer);
   for (const e of graph.edges) {
@@ -286,17 +291,32 @@ async function label(texts) {
   return (await resp.json()).positive;
 }
 
-async function readJSONL(file) {
-  const text = await file.text();
+function parseJSONL(text, name) {
   const out = [];
   text.split("\n").forEach((line, i) => {
     if (!line.trim()) return;
     let row;
-    try { row = JSON.parse(line); } catch { throw new Error(`${file.name}: line ${i + 1} is not JSON`); }
-    if (typeof row.id !== "string" || typeof row.report !== "string") throw new Error(`${file.name}: line ${i + 1} has no id and report`);
+    try { row = JSON.parse(line); } catch { throw new Error(`${name}: line ${i + 1} is not JSON`); }
+    if (typeof row.id !== "string" || typeof row.report !== "string") throw new Error(`${name}: line ${i + 1} has no id and report`);
     out.push(row);
   });
   return out;
+}
+
+async function listServerRuns() {
+  if (!key()) return;
+  const resp = await fetch("/v1/r2genkg/runs", { headers: { Authorization: `Bearer ${key()}` } });
+  if (!resp.ok) { $("batch-count").textContent = await apiError(resp); return; }
+  const { runs_dir: dir, files } = await resp.json();
+  const select = $("server-runs");
+  select.replaceChildren(el("option", { value: "", text: dir ? `${files.length} under ${dir}` : "(the server lists none: --runs-dir)" }),
+    ...files.map((f) => el("option", { value: f, text: f })));
+}
+
+async function openServerRun(path) {
+  const resp = await fetch(`/v1/r2genkg/runs/file?path=${encodeURIComponent(path)}`, { headers: { Authorization: `Bearer ${key()}` } });
+  if (!resp.ok) throw new Error(await apiError(resp));
+  return parseJSONL(await resp.text(), path);
 }
 
 async function loadReferences() {
@@ -341,14 +361,24 @@ function showPage() {
   $("batch-list").start = page * PAGE + 1;
 }
 
-$("jsonl").addEventListener("change", async () => {
-  $("message").textContent = "";
+async function openRows(load) {
   try {
-    rows = await readJSONL($("jsonl").files[0]);
+    rows = await load();
+    selected = null;
+    $("batch-panel").replaceChildren();
     await loadReferences();
     applyFilters();
   } catch (err) { $("batch-count").textContent = String(err.message || err); }
+}
+$("jsonl").addEventListener("change", () => {
+  const file = $("jsonl").files[0];
+  if (file) openRows(async () => parseJSONL(await file.text(), file.name));
 });
+$("server-runs").addEventListener("change", () => {
+  const path = $("server-runs").value;
+  if (path) openRows(() => openServerRun(path));
+});
+for (const tab of document.querySelectorAll(".tab[data-tab=batch]")) tab.addEventListener("click", listServerRuns);
 $("references").addEventListener("change", async () => {
   try { await loadReferences(); applyFilters(); } catch (err) { $("batch-count").textContent = String(err.message || err); }
 });

@@ -50,6 +50,7 @@ def register(app: typer.Typer) -> None:
         image_url_allowlist: Annotated[list[str] | None, typer.Option(help="Hosts whose http(s) image URLs may be fetched.")] = None,
         no_auth: Annotated[bool, typer.Option("--no-auth", help="Turn API keys off (local use only).")] = False,
         api_key_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="One API key per line.")] = None,
+        runs_dir: Annotated[Path | None, typer.Option(exists=True, file_okay=False, help="The viewer (/ui) may open the result JSONLs under this folder (run_batch outputs, r2genkg test's predictions.jsonl).")] = None,
     ) -> None:
         """Serve the OpenAI-compatible API (POST /v1/chat/completions) from CHECKPOINT."""
         console = Console(stderr=True)
@@ -70,7 +71,8 @@ def register(app: typer.Typer) -> None:
                               max_image_bytes=int(max_image_mb * 1024 * 1024), max_images=max_images,
                               max_decoded_bytes=int(max_decoded_mb * 1024 * 1024), max_decodes=max_decodes,
                               max_batch=max_batch, max_wait_ms=max_wait_ms, fill_wait_ms=fill_wait_ms,
-                              image_url_allowlist=tuple(h.lower() for h in image_url_allowlist or ()))
+                              image_url_allowlist=tuple(h.lower() for h in image_url_allowlist or ()),
+                              runs_dir=runs_dir.resolve() if runs_dir else None)
         engine_config = EngineConfig(backend=BackendKind(engine), micro_batch=micro_batch, device=device,
                                      vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key,
                                      vllm_model_dir=str(vllm_model_dir) if vllm_model_dir else None)

@@ -243,3 +243,95 @@ def test_config_refuses_auth_without_keys():
     with pytest.raises(ValueError, match="R2GENKG_API_KEYS"):
         ServerConfig(api_keys=())
     assert ServerConfig(api_keys=(), auth=False).auth is False
+
+
+def _post_json(url: str, body: bytes, key: str | None = KEY) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_viewer_labels_texts_behind_the_key(served):
+    url = served.url + "/v1/r2genkg/label"
+    status, body = _post_json(url, json.dumps({"reports": ["Cardiomegaly. No effusion.", "The lungs are clear."]}).encode())
+    assert status == 200 and body == {"positive": [["Cardiomegaly"], []]}
+    assert _post_json(url, b'{"reports": ["x"]}', key=None)[0] == 401
+    status, body = _post_json(url, b'{"reports": "not a list"}')
+    assert status == 400 and "reports" in body["error"]["message"]
+    status, body = _post_json(url, b"not json")
+    assert status == 400 and "not JSON" in body["error"]["message"]
+    status, body = _post_json(url, json.dumps({"reports": [""] * 10_001}).encode())
+    assert status == 400 and "at most 10000" in body["error"]["message"]
+
+
+def test_the_viewer_page_is_static_and_confined_to_this_server(served):
+    import urllib.request
+
+    with urllib.request.urlopen(served.url + "/ui", timeout=10) as resp:
+        policy = resp.headers["Content-Security-Policy"]
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in policy and "connect-src 'self'" in policy
+    for path in ("/ui/static/viewer.js", "/ui/static/viewer.css"):
+        assert served.get(path)[0] == 200
+    for path in ("/ui/static/.hidden.js", "/ui/static/%2E%2E%2Fserver.py", "/ui/static/nothing.js",
+                 "/ui/static/server.py"):
+        assert served.get(path)[0] == 404, path
+
+
+def test_the_viewer_opens_result_files_under_runs_dir_only(engine, tmp_path):
+    from generator.api_schema import ServerConfig
+    from generator.server import create_app
+    from tests.generator.api_client import Served
+
+    runs = tmp_path / "runs"
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "out.jsonl").write_text('{"id": "s1", "report": "x"}\n')
+    (runs / "a" / "out.failures.jsonl").write_text("{}\n")
+    (runs / "notes.txt").write_text("no")
+    (tmp_path / "secret.jsonl").write_text('{"id": "secret"}\n')
+    s = Served(create_app(engine, ServerConfig(api_keys=(KEY,), runs_dir=runs.resolve())))
+    try:
+        def get(path: str, key: str | None = KEY) -> tuple[int, str]:
+            import urllib.error
+            import urllib.request
+
+            request = urllib.request.Request(s.url + path, headers={"Authorization": f"Bearer {key}"} if key else {})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    return resp.status, resp.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+
+        status, body = get("/v1/r2genkg/runs")
+        assert status == 200 and json.loads(body)["files"] == ["a/out.jsonl"]
+        assert get("/v1/r2genkg/runs", key=None)[0] == 401
+        assert get("/v1/r2genkg/runs/file?path=a/out.jsonl") == (200, '{"id": "s1", "report": "x"}\n')
+        for bad in ("../secret.jsonl", "%2E%2E/secret.jsonl", str(tmp_path / "secret.jsonl"), "notes.txt", "a/none.jsonl"):
+            status, body = get(f"/v1/r2genkg/runs/file?path={bad}")
+            assert status == 404 and "secret" not in body.split("message")[0], bad
+    finally:
+        s.stop()
+
+
+def test_without_runs_dir_the_viewer_opens_no_server_file(served):
+    import urllib.error
+    import urllib.request
+
+    def get(path: str) -> tuple[int, dict]:
+        request = urllib.request.Request(served.url + path, headers={"Authorization": f"Bearer {KEY}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    assert get("/v1/r2genkg/runs") == (200, {"runs_dir": None, "files": []})
+    status, body = get("/v1/r2genkg/runs/file?path=x.jsonl")
+    assert status == 404 and "--runs-dir" in body["error"]["message"]

@@ -4,11 +4,17 @@ Covers: the page loads with no request beyond this server; a phantom study uploa
 page streams a report and draws the subgraph with readable entity names; the batch view filters
 by observation, warning and disagreement with the reference; a wrong key gets a clear message.
 Each test saves a screenshot to a temp folder and checks it is not blank.
+
+The screenshots of docs/viewer.md are these tests' own, on a trained checkpoint instead of the tiny one:
+    R2GENKG_VIEWER_CHECKPOINT=outputs/runs/check_s1/best R2GENKG_SCREENSHOTS=docs/viewer \
+        ./scripts/test tests/generator/test_viewer.py -m slow
+(the checkpoint is served with the default graph store, as `r2genkg serve` would).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -43,8 +49,38 @@ def browser():
         b.close()
 
 
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    (root / "batch").mkdir()
+    (root / "batch" / "out.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    return root.resolve()
+
+
+@pytest.fixture(scope="module")
+def site(request, runs_dir):
+    """The API with the viewer: on R2GENKG_VIEWER_CHECKPOINT when set (screenshots for the docs),
+    else on the session's tiny checkpoint; its --runs-dir holds one batch of results."""
+    from generator.api_schema import ServerConfig
+    from generator.engine import Engine, EngineConfig
+    from generator.server import create_app
+    from graphdb.store import StoreConfig
+    from tests.generator.api_client import Served
+
+    checkpoint = os.environ.get("R2GENKG_VIEWER_CHECKPOINT")
+    if checkpoint:
+        engine = Engine.from_checkpoint(Path(checkpoint), EngineConfig(device="cpu"), StoreConfig())
+    else:
+        engine = request.getfixturevalue("engine")
+    s = Served(create_app(engine, ServerConfig(api_keys=(KEY,), runs_dir=runs_dir)))
+    yield s
+    s.stop()
+    if checkpoint:
+        engine.close()
+
+
 @pytest.fixture
-def page(browser, served):
+def page(browser, site):
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     page.requests = []
@@ -61,6 +97,10 @@ def _shot(page, folder: Path, name: str) -> Path:
     page.screenshot(path=str(path), full_page=True)
     pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
     assert pixels.std() > 10 and len(np.unique(pixels)) > 20, f"{path} looks blank"
+    if os.environ.get("R2GENKG_SCREENSHOTS"):
+        keep = Path(os.environ["R2GENKG_SCREENSHOTS"])
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, keep / path.name)
     return path
 
 
@@ -80,21 +120,21 @@ def _phantom_views(folder: Path) -> list[Path]:
     return paths
 
 
-def test_the_page_loads_from_this_server_only(page, served, tmp_path):
-    status, html = served.get("/ui")
+def test_the_page_loads_from_this_server_only(page, site, tmp_path):
+    status, html = site.get("/ui")
     assert status == 200 and "R2GenKG report viewer" in html
-    page.goto(served.url + "/ui")
+    page.goto(site.url + "/ui")
     assert page.title() == "R2GenKG report viewer"
     assert page.inner_text("#key-status") == "no key yet"
-    assert all(u.startswith(served.url) for u in page.requests), page.requests
-    assert served.get("/ui/static/viewer.js")[0] == 200
-    assert served.get("/ui/static/..%2Fserver.py")[0] == 404 and served.get("/ui/static/nothing.js")[0] == 404
+    assert all(u.startswith(site.url) for u in page.requests), page.requests
+    assert site.get("/ui/static/viewer.js")[0] == 200
+    assert site.get("/ui/static/..%2Fserver.py")[0] == 404 and site.get("/ui/static/nothing.js")[0] == 404
     assert page.errors == []
     _shot(page, tmp_path, "load")
 
 
-def test_a_phantom_study_gets_a_report_and_a_named_subgraph(page, served, tmp_path):
-    page.goto(served.url + "/ui")
+def test_a_phantom_study_gets_a_report_and_a_named_subgraph(page, site, tmp_path):
+    page.goto(site.url + "/ui")
     _use_key(page, KEY)
     page.set_input_files("#views", [str(p) for p in _phantom_views(tmp_path)])
     page.click("#generate")
@@ -115,7 +155,7 @@ def test_a_phantom_study_gets_a_report_and_a_named_subgraph(page, served, tmp_pa
     # hovering a sentence lists its triples and examples
     sentences.first.hover()
     assert page.locator(".triples li").count() >= 1 and page.locator(".examples li").count() >= 1
-    assert all(u.startswith((served.url, "data:", "blob:")) for u in page.requests)
+    assert all(u.startswith((site.url, "data:", "blob:")) for u in page.requests)
     assert page.errors == []
     _shot(page, tmp_path, "study")
 
@@ -137,7 +177,7 @@ def _rows() -> list[dict]:
             row(3, ["Cardiomegaly", "Pleural Effusion"], ["repetition"], "The heart is enlarged. The heart is enlarged.")]
 
 
-def test_the_batch_view_filters_by_observation_warning_and_reference(page, served, tmp_path):
+def test_the_batch_view_filters_by_observation_warning_and_reference(page, site, tmp_path):
     results = tmp_path / "out.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in _rows()))
     references = tmp_path / "annotation.json"
@@ -146,7 +186,7 @@ def test_the_batch_view_filters_by_observation_warning_and_reference(page, serve
         {"id": "st1", "report": "The lungs are clear.", "image_path": []},
         {"id": "st2", "report": "The lungs are clear.", "image_path": []},
         {"id": "st3", "report": "Cardiomegaly.", "image_path": []}]}))
-    page.goto(served.url + "/ui")
+    page.goto(site.url + "/ui")
     _use_key(page, KEY)
     page.click("button[data-tab=batch]")
     page.set_input_files("#jsonl", str(results))
@@ -172,8 +212,23 @@ def test_the_batch_view_filters_by_observation_warning_and_reference(page, serve
     _shot(page, tmp_path, "batch")
 
 
-def test_a_wrong_key_gets_a_clear_message(page, served, tmp_path):
-    page.goto(served.url + "/ui")
+def test_the_batch_view_opens_a_run_on_the_server(page, site, tmp_path):
+    page.goto(site.url + "/ui")
+    _use_key(page, KEY)
+    page.click("button[data-tab=batch]")
+    page.wait_for_selector("#server-runs option[value='batch/out.jsonl']", state="attached")
+    page.select_option("#server-runs", "batch/out.jsonl")
+    page.wait_for_selector("#batch-count:has-text('4 of 4')")
+    page.select_option("#filter-warning", "contradiction")
+    page.wait_for_selector("#batch-count:has-text('1 of 4')")
+    page.click("#batch-list li")
+    page.wait_for_selector("#batch-panel svg.graph circle[data-name=effusion]", state="attached")
+    assert page.errors == []
+    _shot(page, tmp_path, "server_run")
+
+
+def test_a_wrong_key_gets_a_clear_message(page, site, tmp_path):
+    page.goto(site.url + "/ui")
     _use_key(page, "not-the-key")
     page.set_input_files("#views", [str(p) for p in _phantom_views(tmp_path)][:1])
     page.click("#generate")
