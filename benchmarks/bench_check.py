@@ -30,7 +30,7 @@ from timing import best_rate
 
 from cxr.labeler import ReportLabeler, split_sentences
 from cxr.observations import FINDINGS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, Observation
-from generator.check import KnownRelations, ReportChecker, WarningKind, _clause, _sides
+from generator.check import KnownRelations, ReportChecker, WarningKind, clause_of, sides_of
 from generator.decisions import read_thresholds
 from graphdb.schema import EntityType, Relation
 
@@ -130,7 +130,7 @@ def inject_laterality(report: str, rng: random.Random) -> str | None:
     placed = []
     for m in statements:
         s = next(s for s in split_sentences(report) if s.text == m.sentence)
-        sides = _sides(_clause(s.text, m.start - s.start, m.end - s.start))
+        sides = sides_of(clause_of(s.text, m.start - s.start, m.end - s.start))
         if len(sides) == 2:
             bilateral.add(m.observation)
         elif len(sides) == 1:

@@ -62,7 +62,7 @@ _WORD_RE = re.compile(r"[a-z]+")
 _CLAUSE_END_RE = re.compile(r"[,;:]")
 
 
-def _clause(text: str, start: int, end: int) -> str:
+def clause_of(text: str, start: int, end: int) -> str:
     """The part of ``text`` around [start, end) between clause marks (, ; :)."""
     before = [m.end() for m in _CLAUSE_END_RE.finditer(text, 0, start)]
     after = _CLAUSE_END_RE.search(text, end)
@@ -76,7 +76,7 @@ def _lead(text: str, start: int, words: int = 3) -> frozenset[str]:
     return frozenset(_WORD_RE.findall(text[before[-1] if before else 0: start].lower())[-words:])
 
 
-def _sides(clause: str) -> frozenset[str]:
+def sides_of(clause: str) -> frozenset[str]:
     """{left}, {right}, {left, right} (bilateral, or both named) or {} (no side) of a clause."""
     out: set[str] = set()
     for word in _WORD_RE.findall(clause.lower()):
@@ -226,13 +226,13 @@ class ReportChecker:
     def _statement(m: Mention, sentences: Sequence[Any]) -> _Statement:
         index = next(i for i, s in enumerate(sentences) if s.start <= m.start < s.end + 1)
         s = sentences[index]
-        clause = _clause(s.text, m.start - s.start, m.end - s.start)
+        clause = clause_of(s.text, m.start - s.start, m.end - s.start)
         words = frozenset(_WORD_RE.findall(clause.lower()))
         qualifiers = frozenset()
         if m.label == NEGATIVE:
             sentence_words = frozenset(_WORD_RE.findall(s.text.lower()))
             qualifiers = (sentence_words & _CLAUSE_QUALIFIERS) | (_lead(s.text, m.start - s.start) & _QUALIFIERS)
-        return _Statement(m.observation, m.label, index, _sides(clause), words, qualifiers, m.phrase)
+        return _Statement(m.observation, m.label, index, sides_of(clause), words, qualifiers, m.phrase)
 
     # --- the kinds -------------------------------------------------------------------------
     @staticmethod
