@@ -292,6 +292,7 @@ class R2GenKG(nn.Module):
             r.thresholds, r.attention = cuts, attention[b]
             r.warnings = [w.to_dict() for w in checker.check(r.report, probs[b].tolist())]
             subgraph = enc.subgraphs.subgraphs[int(enc.subgraphs.index[b])] if enc.subgraphs is not None else None
+            r.evidence.graph = study_graph(subgraph)
             r.sentences = [e.to_dict() for e in explain(r.report, r.probabilities, self.thresholds, subgraph,
                                                         r.evidence.retrieved, sources, reports)]
         return out
@@ -365,7 +366,6 @@ class R2GenKG(nn.Module):
         ev = Evidence()
         if enc.subgraphs is not None:
             ev.seeds, ev.node_ids = enc.subgraphs.seeds(b), enc.subgraphs.node_ids(b)
-            ev.graph = study_graph(enc.subgraphs.subgraphs[int(enc.subgraphs.index[b])])
         if enc.retrieved is not None:
             ids = enc.retrieved.ids[b].tolist()
             ev.retrieved = {o.value: [i for i in row if i >= 0] for o, row in zip(OBSERVATIONS, ids)}

@@ -88,6 +88,14 @@ def test_manifest_annotation_and_evaluate(tiny_checkpoint, tmp_path):
     proc = run_script(tiny_checkpoint, "--input", manifest, "--output", out)
     assert proc.returncode == 0, proc.stderr
     assert [r["id"] for r in lines(out)] == ["m0", "m1", "m2"]
+    full = lines(out)[0]
+    assert full["sentences"] and full["kg"]["graph"]["nodes"] and full["attention"]["maps"]
+    lean = tmp_path / "lean.jsonl"
+    proc = run_script(tiny_checkpoint, "--input", manifest, "--output", lean, "--no-evidence")
+    assert proc.returncode == 0, proc.stderr
+    row = lines(lean)[0]
+    assert row["report"] == full["report"] and row["kg"]["nodes"] == full["kg"]["nodes"]
+    assert row["sentences"] == [] and row["warnings"] == [] and row["kg"]["graph"] is None and row["attention"] is None
 
     # the bundled IU annotation's test split, over the phantoms the tiny run rendered (first 4)
     from generator.checkpoint import read_run_config
