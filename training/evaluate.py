@@ -144,6 +144,7 @@ def compute_scores(
     reference_labels: np.ndarray | None = None,
     decisions: np.ndarray | None = None,
     progress: bool = False,
+    check: bool = True,
 ) -> ReportScores:
     """All metrics of parallel ``preds`` / ``refs`` (raw text; ``style=None``: already cleaned).
 
@@ -193,8 +194,10 @@ def compute_scores(
         labels = reference_labels if reference_labels is not None else label_reports(list(refs))
         auroc = auroc_per_observation(np.asarray(probabilities), labels)
     repeated = sum(bool(repeated_sentences(p, scorer.style or CleanStyle.IU_XRAY)) for p in preds)
-    checker = checker_for(None)                   # the text alone: no thresholds to judge probabilities by
-    kinds = [{w.kind.value for w in checker.check(p)} for p in preds]
+    # the report check on the text alone (no thresholds to judge probabilities by); ``check=False``
+    # (the training loop's validation) skips it
+    checker = checker_for(None) if check else None
+    kinds = [{w.kind.value for w in checker.check(p)} for p in preds] if checker else []
     warned = {k.value: n for k in WarningKind if (n := sum(k.value in found for found in kinds))}
     return ReportScores(len(preds), nlg, ce_14, ce_5, auroc, consistency, repeated, decided_14, decided_5,
                         warned, sum(bool(found) for found in kinds))

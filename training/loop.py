@@ -477,7 +477,7 @@ class Trainer:
                                 probabilities=np.array([list(r.probabilities.values()) for r in results]),
                                 reference_labels=np.stack([labels[r.study_id] for r in results]),
                                 decisions=np.array([[s == State.POSITIVE.value for s in r.states.values()]
-                                                    for r in results]))
+                                                    for r in results]), check=False)
         flat = scores.flat()
         metrics = {"step": state.step, "epoch": state.epoch, "score": selection_score(flat, cfg.train.selection),
                    **{k: flat[k] for k in ("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr", "CE14_micro_f1",
