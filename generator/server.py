@@ -80,7 +80,8 @@ def read_run_file(root: Path | None, relative: str) -> bytes:
     """One result file under ``root``: a 404 for anything that is not a *.jsonl inside it."""
     if root is None:
         raise APIError(404, "this server opens no run files (start it with --runs-dir DIR)", code="no_runs_dir")
-    path = (root / relative).resolve()
+    root = root.resolve()
+    path = (root / relative).resolve()          # symlinks followed: one that leads out is refused too
     if not path.is_relative_to(root) or path.suffix != ".jsonl" or not path.is_file():
         raise APIError(404, f"no result file {relative[:200]!r} under --runs-dir", param="path")
     return path.read_bytes()
