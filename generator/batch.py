@@ -144,7 +144,7 @@ def result_row(result: GenerationResult, study: StudyInput, labels: np.ndarray, 
         "attention": result.attention,   # None (like sentences and warnings empty) with --no-evidence
         "labels": {o.value: LABEL_NAMES[float(v)] for o, v in zip(OBSERVATIONS, labels) if not np.isnan(v)},
         "kg": {"seeds": list(result.evidence.seeds), "nodes": list(result.evidence.node_ids),
-               "graph": result.evidence.graph if settings.evidence else None},
+               "graph": result.evidence.graph},
         "retrieved": result.evidence.retrieved,
         "views": [asdict(n) for n in study.notes],
         "model": engine.model_id,

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from cxr.labeler import Mention, ReportLabeler, split_sentences
+from cxr.labeler import Mention, ReportLabeler, ReportLabels, split_sentences
 from cxr.observations import FINDINGS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, Observation
 from generator.decisions import Thresholds
+from graphdb.extract import ReportReading as GraphReading
 from graphdb.extract import RuleExtractor
 from graphdb.m3kg import M3KGFiles, bundled_m3kg, load_m3kg
 from graphdb.schema import EntityType, KnowledgeGraph, Relation
@@ -160,14 +161,31 @@ def _bundled() -> KnownRelations:
 
 
 @functools.cache
-def _reader() -> tuple[ReportLabeler, RuleExtractor]:
+def readers() -> tuple[ReportLabeler, RuleExtractor]:
+    """The labeler and the rule extractor, built once per process: the check and the evidence
+    (generator.explain) read reports with them."""
     return ReportLabeler(), RuleExtractor()
+
+
+@dataclass(frozen=True)
+class ReportReading:
+    """One report read once: the labeler's mentions and the rule extractor's entities and relations."""
+
+    labels: ReportLabels
+    graph: GraphReading
+
+
+def read_report(report: str, labeler: ReportLabeler | None = None,
+                extractor: RuleExtractor | None = None) -> ReportReading:
+    default_labeler, default_extractor = readers()
+    return ReportReading((labeler or default_labeler).label(report, check_language=False),
+                         (extractor or default_extractor).read(report))
 
 
 def checker_for(thresholds: Thresholds | None) -> ReportChecker:
     """A checker on the bundled M3KG judging probabilities by ``thresholds``; its parts are built
     once per process (about 1.3 s), so one per batch of reports costs nothing."""
-    labeler, extractor = _reader()
+    labeler, extractor = readers()
     return ReportChecker(_bundled(), thresholds, labeler, extractor)
 
 
@@ -196,7 +214,8 @@ def _name(o: Observation) -> str:
 
 
 class ReportChecker:
-    """``check(report, probabilities=None)`` → warnings in report order (rules in the module docstring)."""
+    """``check(report, probabilities=None, reading=None)`` → warnings in report order (rules in the
+    module docstring); ``reading``: the report already read (``read_report``), else it is read here."""
 
     def __init__(self, relations: KnownRelations | None = None, thresholds: Thresholds | None = None,
                  labeler: ReportLabeler | None = None, extractor: RuleExtractor | None = None) -> None:
@@ -205,17 +224,19 @@ class ReportChecker:
         self.labeler = labeler or ReportLabeler()
         self.extractor = extractor or RuleExtractor()
 
-    def check(self, report: str, probabilities: Sequence[float] | None = None) -> list[ReportWarning]:
+    def check(self, report: str, probabilities: Sequence[float] | None = None,
+              reading: ReportReading | None = None) -> list[ReportWarning]:
         sentences = split_sentences(report or "")
         if not sentences:
             return []
-        labels = self.labeler.label(report, check_language=False)
+        reading = reading or read_report(report, self.labeler, self.extractor)
+        labels = reading.labels
         statements = [self._statement(m, sentences) for m in labels.mentions]
         found: list[tuple[int, ReportWarning]] = []
         found += self._repetitions(sentences)
         found += self._contradictions(statements, sentences)
         found += self._laterality(statements, sentences)
-        found += self._relations(report, sentences)
+        found += self._relations(reading.graph, sentences)
         if probabilities is not None:
             found += self._disagreements(statements, sentences, labels.values, probabilities)
         found.sort(key=lambda item: item[0])
@@ -291,10 +312,10 @@ class ReportChecker:
                 f"{next(iter(first.sides))}; if both, say bilateral")))
         return out
 
-    def _relations(self, report: str, sentences: Sequence[Any]) -> list[tuple[int, ReportWarning]]:
+    def _relations(self, graph: GraphReading, sentences: Sequence[Any]) -> list[tuple[int, ReportWarning]]:
         out, seen = [], set()
         known = self.relations.triples
-        for r in self.extractor.read(report).relations:
+        for r in graph.relations:
             head, tail = r.head.entry.key, r.tail.entry.key
             if not self.relations.well_known(head, r.relation, tail):
                 continue

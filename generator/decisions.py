@@ -77,6 +77,10 @@ class Thresholds:
         codes[probabilities >= pos] = STATES.index(State.POSITIVE)
         return codes
 
+    def cuts(self) -> dict[str, float | None]:
+        """Each observation's positive threshold by name; None for one never decided (cut above 1)."""
+        return {o.value: (t if t <= 1.0 else None) for o, t in zip(OBSERVATIONS, self.positive)}
+
     def to_dict(self) -> dict[str, Any]:
         return {"fit_on": self.fit_on, "disagreement_margin": self.margin,
                 "observations": {o.value: {"positive": p, "uncertain": u if u < p else None, "val_f1": f}

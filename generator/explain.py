@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cxr.labeler import ReportLabeler, split_sentences
-from cxr.observations import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, Observation
+from cxr.labeler import split_sentences
+from cxr.observations import NEGATIVE, POSITIVE, UNCERTAIN, Observation
+from generator.check import ReportReading, read_report, readers
 from generator.decisions import Thresholds
-from graphdb.extract import RuleExtractor
 from graphdb.schema import Subgraph
 
 CERTAINTY = {POSITIVE: "positive", NEGATIVE: "negative", UNCERTAIN: "uncertain"}
@@ -61,13 +61,11 @@ def study_graph(subgraph: Subgraph | None, per_node: int = EDGES_PER_NODE) -> di
             "edges": [{"head": e.head, "relation": e.type.lower(), "tail": e.tail, "count": e.count} for e in kept]}
 
 
-@functools.cache
-def _reader() -> tuple[ReportLabeler, RuleExtractor]:
-    return ReportLabeler(), RuleExtractor()
-
-
-def _sentence_of(report: str, observation: Observation, labeler: ReportLabeler) -> str | None:
-    """The first sentence of ``report`` that affirms (else calls uncertain) ``observation``."""
+@functools.lru_cache(maxsize=4096)
+def _sentence_of(report: str, observation: Observation) -> str | None:
+    """The first sentence of ``report`` that affirms (else calls uncertain) ``observation``; cached:
+    the same training reports are quoted for study after study."""
+    labeler, _ = readers()
     mentions = [m for m in labeler.label(report, check_language=False).mentions if m.observation is observation]
     for wanted in (POSITIVE, UNCERTAIN):
         hit = next((m for m in mentions if m.label == wanted), None)
@@ -78,28 +76,30 @@ def _sentence_of(report: str, observation: Observation, labeler: ReportLabeler) 
 
 def explain(report: str, probabilities: dict[str, float], thresholds: Thresholds,
             subgraph: Subgraph | None = None, retrieved: dict[str, list[int]] | None = None,
-            sources: Sequence[str] = (), source_reports: dict[str, str] | None = None) -> list[SentenceEvidence]:
+            sources: Sequence[str] = (), source_reports: dict[str, str] | None = None,
+            reading: ReportReading | None = None) -> list[SentenceEvidence]:
     """Per-sentence evidence of ``report`` (module docstring). ``retrieved``: observation name → the
     bank token ids retrieved for it; ``sources``: the study id of each bank token (its metadata);
-    ``source_reports``: study id → report, for the quoted sentence (None where unknown)."""
-    labeler, extractor = _reader()
+    ``source_reports``: study id → report, for the quoted sentence (None where unknown);
+    ``reading``: the report already read (``check.read_report``, as the check reads it), else read here."""
     sentences = split_sentences(report or "")
-    labels = labeler.label(report, check_language=False) if sentences else None
-    reading = extractor.read(report) if sentences else None
+    if sentences:
+        reading = reading or read_report(report)
+    labels = reading.labels if sentences else None
+    graph = reading.graph if sentences else None
     nodes = {n.id: n for n in subgraph.nodes} if subgraph is not None else {}
     edges = subgraph.edges if subgraph is not None else ()
-    quoted: dict[tuple[str, Observation], str | None] = {}
+    cuts = thresholds.cuts()
     out = []
     for s in sentences:
         inside = [m for m in labels.mentions if s.start <= m.start < s.end + 1] if labels else []
         observations = []
         for m in inside:
-            j = OBSERVATIONS.index(m.observation)
             observations.append({"observation": m.observation.value, "certainty": CERTAINTY[m.label],
                                  "phrase": m.phrase, "probability": probabilities.get(m.observation.value),
-                                 "threshold": thresholds.positive[j] if thresholds.positive[j] <= 1.0 else None})
+                                 "threshold": cuts[m.observation.value]})
         # the sentence's entities and stated observations, as subgraph node ids
-        ids = {f"Entity:{e.entry.key}" for e in (reading.mentions if reading else ()) if s.start <= e.start < s.end + 1}
+        ids = {f"Entity:{e.entry.key}" for e in (graph.mentions if graph else ()) if s.start <= e.start < s.end + 1}
         ids |= {f"Observation:{m.observation.value}" for m in inside if m.label in (POSITIVE, UNCERTAIN)}
         triples = [{"head": nodes[e.head].name, "relation": e.type.lower(), "tail": nodes[e.tail].name,
                     "count": e.count,
@@ -109,9 +109,8 @@ def explain(report: str, probabilities: dict[str, float], thresholds: Thresholds
         for o in dict.fromkeys(m.observation for m in inside if m.label in (POSITIVE, UNCERTAIN)):
             studies = list(dict.fromkeys(sources[i] for i in (retrieved or {}).get(o.value, []) if 0 <= i < len(sources)))
             for study in studies[:MAX_EXAMPLES]:
-                if (study, o) not in quoted:
-                    text = (source_reports or {}).get(study)
-                    quoted[(study, o)] = _sentence_of(text, o, labeler) if text else None
-                examples.append({"observation": o.value, "study": study, "sentence": quoted[(study, o)]})
+                text = (source_reports or {}).get(study)
+                examples.append({"observation": o.value, "study": study,
+                                 "sentence": _sentence_of(text, o) if text else None})
         out.append(SentenceEvidence(s.text, s.start, s.end, observations, triples, examples))
     return out

@@ -28,7 +28,7 @@ from encoders.graph import GraphOutput, MultiScaleFusion
 from encoders.qformer import DiseaseOutput, DiseaseQFormer
 from encoders.vision import SwinEncoder
 from generator.backends import Completion, DecidedCallback, HFBackend, LLMBackend, TokenCallback
-from generator.check import checker_for
+from generator.check import checker_for, read_report
 from generator.config import KG2VQueries, KGMode, ModelConfig
 from generator.coverage import announce, decided_findings, merge, missing_findings
 from generator.decisions import Thresholds, state_names
@@ -286,15 +286,16 @@ class R2GenKG(nn.Module):
         checker = checker_for(self.thresholds)     # the final text, against this model's own probabilities
         sources = self.bank.meta.study_ids.tolist() if self.bank is not None else []
         reports = self.bank.reports if self.bank is not None else {}
-        cuts = {o.value: (t if t <= 1.0 else None) for o, t in zip(OBSERVATIONS, self.thresholds.positive)}
+        cuts = self.thresholds.cuts()
         attention = self._attention_maps(enc)
         for b, r in enumerate(out):
             r.thresholds, r.attention = cuts, attention[b]
-            r.warnings = [w.to_dict() for w in checker.check(r.report, probs[b].tolist())]
+            reading = read_report(r.report)       # read once: the check and the evidence both use it
+            r.warnings = [w.to_dict() for w in checker.check(r.report, probs[b].tolist(), reading)]
             subgraph = enc.subgraphs.subgraphs[int(enc.subgraphs.index[b])] if enc.subgraphs is not None else None
             r.evidence.graph = study_graph(subgraph)
             r.sentences = [e.to_dict() for e in explain(r.report, r.probabilities, self.thresholds, subgraph,
-                                                        r.evidence.retrieved, sources, reports)]
+                                                        r.evidence.retrieved, sources, reports, reading)]
         return out
 
     @torch.no_grad()

@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxr.labeler import label_reports
-from cxr.observations import FINDINGS, OBSERVATIONS, POSITIVE
+from cxr.observations import FINDINGS, OBSERVATIONS, UncertainPolicy, positive_mask
 from generator.api_inputs import image_urls, read_settings, read_study
 from generator.api_schema import APIError, ServerConfig, parse_request
 from generator.batcher import DynamicBatcher, Job, QueueFullError
@@ -232,9 +232,9 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
             raise APIError(400, "expected {\"reports\": [text, …]}", param="reports")
         if len(reports) > MAX_LABEL_REPORTS:
             raise APIError(400, f"{len(reports)} reports; at most {MAX_LABEL_REPORTS} per request", param="reports")
-        labels = await run_in_threadpool(label_reports, reports)
-        return {"positive": [[o.value for o, v in zip(OBSERVATIONS, row) if v == POSITIVE and o in FINDINGS]
-                             for row in labels]}
+        positive = positive_mask(await run_in_threadpool(label_reports, reports), UncertainPolicy.ZEROS)
+        return {"positive": [[o.value for o, yes in zip(OBSERVATIONS, row) if yes and o in FINDINGS]
+                             for row in positive]}
 
     @app.post("/v1/chat/completions")
     async def chat(raw: Request):
