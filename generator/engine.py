@@ -18,7 +18,7 @@ import torch
 
 from cxr.images import normalise, stack_views
 from cxr.views import ViewNote
-from generator.backends import BackendKind, HFBackend, LLMBackend, RemoteVLLMBackend, VLLMBackend
+from generator.backends import BackendKind, HFBackend, LLMBackend, RemoteVLLMBackend, VLLMBackend, VLLMMode
 from generator.checkpoint import ModelBundle, Progress, checkpoint_id, load_bundle, quiet
 from generator.coverage import announce
 from generator.model import GenerationResult, R2GenKG
@@ -47,6 +47,7 @@ class EngineConfig:
     backend: BackendKind = BackendKind.HF
     micro_batch: int = 16          # studies per adapter forward (and per HF generate call)
     device: str = "auto"           # auto → cuda when available
+    vllm_mode: VLLMMode = VLLMMode.EMBEDS   # embeds | inside | prompt-embeds (generator.backends.VLLMMode)
     vllm_model_dir: str | None = None   # offline vLLM: the export dir (default CHECKPOINT/llm_export, made if absent)
     vllm_url: str | None = None          # remote vLLM: http://host:8001/v1
     vllm_model: str = SERVED_NAME        # the served model name (vllm serve … --served-model-name)
@@ -54,7 +55,7 @@ class EngineConfig:
     vllm_concurrency: int = 64
 
     def __post_init__(self) -> None:
-        self.backend = BackendKind(self.backend)
+        self.backend, self.vllm_mode = BackendKind(self.backend), VLLMMode(self.vllm_mode)
         if self.micro_batch < 1:
             raise ValueError(f"EngineConfig.micro_batch must be ≥ 1, got {self.micro_batch}")
         if self.backend is BackendKind.VLLM_REMOTE and not self.vllm_url:
@@ -112,6 +113,10 @@ class Engine:
                  on_token: StudyTokenCallback | None = None,
                  on_decided: StudyDecidedCallback | None = None) -> list[GenerationResult]:
         prepared = [self.prepare(s.views) for s in studies]
+        if getattr(self.backend, "takes_views", False):   # the adapter inside vLLM: the views go there too
+            return self._generate_all([s.study_id for s in studies], [p[0] for p in prepared],
+                                      [p[1] for p in prepared], settings or self.default_settings, on_token,
+                                      on_decided, [s.views[:self.max_views] for s in studies])
         return self.generate_tensors([s.study_id for s in studies], [p[0] for p in prepared],
                                      [p[1] for p in prepared], settings, on_token, on_decided)
 
@@ -135,7 +140,11 @@ class Engine:
 
     def _generate_all(self, study_ids: list[str], images: Sequence[torch.Tensor], view_masks: Sequence[torch.Tensor],
                       settings: GenerationSettings, on_token: StudyTokenCallback | None,
-                      on_decided: StudyDecidedCallback | None) -> list[GenerationResult]:
+                      on_decided: StudyDecidedCallback | None,
+                      views: list[list[np.ndarray]] | None = None) -> list[GenerationResult]:
+        """Every prompt at once. With ``views`` (the INSIDE mode) vLLM writes the reports from the
+        views with its own copy of the adapter; the local adapter gives the probabilities, decisions
+        and evidence (the same weights and inputs), and the coverage pass's prompts."""
         chunks = []
         for start in range(0, len(study_ids), self.micro_batch):
             end = start + self.micro_batch
@@ -147,7 +156,10 @@ class Engine:
             return []
         embeds = torch.cat([c[0] for c in chunks])
         mask = torch.cat([c[1] for c in chunks])
-        completions = self.backend.generate(embeds, mask, settings, on_token)
+        if views is not None:
+            completions = self.backend.generate_views(views, settings, on_token)  # type: ignore[attr-defined]
+        else:
+            completions = self.backend.generate(embeds, mask, settings, on_token)
         out: list[GenerationResult] = []
         for i, (e, m, enc) in enumerate(chunks):
             start = i * self.micro_batch
@@ -188,7 +200,7 @@ def _make_backend(config: EngineConfig, bundle: ModelBundle, checkpoint: Path) -
         if not (directory / "config.json").is_file():
             log.warning("no exported LLM at %s: exporting it now", directory)
             export_llm(checkpoint, directory, bundle)
-        return VLLMBackend(directory, model.tokenizer, dtype=bundle.config.model.llm.dtype)
+        return VLLMBackend(directory, model.tokenizer, config.vllm_mode, dtype=bundle.config.model.llm.dtype)
     assert config.vllm_url is not None
     return RemoteVLLMBackend(config.vllm_url, config.vllm_model, model.tokenizer, config.vllm_api_key,
-                             config.vllm_concurrency)
+                             config.vllm_concurrency, mode=config.vllm_mode)

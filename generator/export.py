@@ -1,23 +1,83 @@
-"""Export a checkpoint's LLM for vLLM: LoRA merged into the base, an HF directory with its tokenizer.
+"""Export a checkpoint for vLLM: one folder that the R2GenKG vLLM plugin (generator.vllm_plugin) serves.
 
-OUT/config.json, model.safetensors, tokenizer files   what `vllm serve OUT --enable-prompt-embeds` loads
-OUT/r2genkg/adapter.safetensors                      every non-LLM weight (vision, Q-Former, R-GCN, projections)
-OUT/r2genkg/export.json                              what was exported, from which checkpoint
+OUT/config.json, model.safetensors     the LLM (LoRA merged), architecture R2GenKGForConditionalGeneration
+OUT/tokenizer files                    the checkpoint's tokenizer + the view placeholder token and a chat
+                                       template that renders one placeholder per image, and nothing else
+OUT/r2genkg/adapter.safetensors        every non-LLM weight (vision, Q-Former, R-GCN, projections)
+OUT/r2genkg/config.yaml, thresholds.json, knowledge.json, bank/
+                                       what rebuilds the adapter (checkpoint layout, generator.checkpoint)
+OUT/r2genkg/export.json                what was exported, from which checkpoint, and the plugin's numbers
 The adapter sits in a sub-folder: vLLM loads every *.safetensors at the top level as LLM weights.
+
+Two ways to serve it (docs/deploy.md):
+- adapter inside vLLM: ``vllm serve OUT`` (the plugin builds the adapter, opens the graph read-only
+  from the R2GENKG_STORE / NEO4J_* settings, and answers chat completions with ``image_url`` views);
+- adapter outside: ``vllm serve OUT --enable-mm-embeds --limit-mm-per-prompt '{"image": 0}'`` (no
+  adapter, no graph in vLLM; ``r2genkg serve --engine vllm-remote`` sends each spliced prompt as
+  ``image_embeds``).
 """
 from __future__ import annotations
 
 import copy
 import json
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import torch
 from safetensors.torch import save_file
 
 from cxr.files import atomic_directory
-from generator.checkpoint import ModelBundle, load_bundle
+from generator.checkpoint import (
+    BANK_DIR,
+    CONFIG_FILE,
+    KNOWLEDGE_FILE,
+    ModelBundle,
+    load_bundle,
+    read_run_config,
+)
+from generator.config_io import dump_yaml
+from generator.decisions import THRESHOLDS_FILE
 from graphdb.store import StoreConfig
 
-ADAPTER_FILE, MANIFEST_FILE = "r2genkg/adapter.safetensors", "r2genkg/export.json"
+ADAPTER_DIR = "r2genkg"
+ADAPTER_FILE, MANIFEST_FILE = f"{ADAPTER_DIR}/adapter.safetensors", f"{ADAPTER_DIR}/export.json"
+from generator.vllm_plugin import ARCHITECTURE  # what config.json names; the plugin registers it
+
+PLACEHOLDER = "<|r2genkg_view|>"                   # one per view in a prompt; expands to the study's prompt
+# one placeholder per image part of every message; text parts are ignored (the prompt is the model's own)
+CHAT_TEMPLATE = ("{%- for message in messages -%}{%- if message['content'] is not string -%}"
+                 "{%- for part in message['content'] -%}{%- if part['type'] in ['image', 'image_url', "
+                 "'image_embeds'] -%}" + PLACEHOLDER + "{%- endif -%}{%- endfor -%}{%- endif -%}{%- endfor -%}")
+
+
+@dataclass(frozen=True)
+class ExportManifest:
+    checkpoint: str
+    run: str
+    hidden_size: int
+    llm_architecture: str      # the inner LM vLLM builds (LlamaForCausalLM, Qwen2ForCausalLM)
+    prompt_tokens: int         # T: every study's spliced prompt has this many positions
+    max_views: int
+    image_size: int
+    placeholder: str = PLACEHOLDER
+
+    @classmethod
+    def read(cls, export_dir: str | Path) -> ExportManifest:
+        path = Path(export_dir) / MANIFEST_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{export_dir}: not an r2genkg export (no {MANIFEST_FILE}); "
+                                    "write one with `r2genkg export-llm CHECKPOINT OUT`")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        missing = sorted(set(cls.__dataclass_fields__) - set(known) - {"placeholder"})
+        if missing:
+            raise ValueError(f"{path}: written by an older r2genkg (no {', '.join(missing)}); export it again")
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 def export_llm(checkpoint: str | Path, out_dir: str | Path, bundle: ModelBundle | None = None,
@@ -38,18 +98,82 @@ def export_llm(checkpoint: str | Path, out_dir: str | Path, bundle: ModelBundle 
             bundle.close()
 
 
+@torch.no_grad()
+def prompt_length(bundle: ModelBundle) -> int:
+    """T, the spliced prompt's length (the same for every study): one dummy study through the adapter."""
+    model, data = bundle.model, bundle.config.data
+    views = torch.zeros(1, data.max_views, 1, data.image_size, data.image_size)
+    mask = torch.ones(1, data.max_views, dtype=torch.bool)
+    device = next(model.parameters()).device
+    return int(model.prompt_embeds(views.to(device), mask.to(device), ["export"])[0].shape[1])
+
+
 def _write_export(tmp: Path, out: Path, checkpoint: Path, bundle: ModelBundle, merge_in_place: bool) -> None:
     model = bundle.model
+    prompt_tokens = prompt_length(bundle)
     # merging rewrites the LoRA layers in place: a caller that keeps its model gets a merged copy
     llm = model.llm if merge_in_place else copy.deepcopy(model.llm)
     if hasattr(llm, "merge_and_unload"):   # a peft (LoRA) wrapper
         llm = llm.merge_and_unload()
     llm.save_pretrained(tmp, safe_serialization=True)
-    model.tokenizer.save_pretrained(tmp)
-    adapter = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("llm.")}
-    (tmp / ADAPTER_FILE).parent.mkdir()
-    save_file(adapter, str(tmp / ADAPTER_FILE))
-    manifest = {"checkpoint": str(checkpoint.resolve()), "run": bundle.config.name,
-                "hidden_size": llm.config.get_text_config().hidden_size,
-                "serve": f"vllm serve {out} --enable-prompt-embeds --served-model-name r2genkg-llm"}
-    (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    # save_pretrained writes the class's own name; vLLM picks the model class by this field
+    hf_config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+    inner = hf_config["architectures"][0]
+    hf_config["architectures"] = [ARCHITECTURE]
+    (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+    tokenizer = copy.deepcopy(model.tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": [PLACEHOLDER]})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(tmp)
+    # the adapter: every non-LLM weight, and what rebuilds it (vision weights come from here, not a path)
+    adapter = tmp / ADAPTER_FILE
+    adapter.parent.mkdir()
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("llm.")},
+              str(adapter))
+    config = read_run_config(checkpoint)
+    config = replace(config, model=replace(config.model, vision=replace(config.model.vision, weights=None)))
+    (adapter.parent / CONFIG_FILE).write_text(dump_yaml(config), encoding="utf-8")
+    for name in (THRESHOLDS_FILE, KNOWLEDGE_FILE):
+        if (checkpoint / name).is_file():
+            shutil.copy2(checkpoint / name, adapter.parent / name)
+    if (checkpoint / BANK_DIR).is_dir():
+        shutil.copytree(checkpoint / BANK_DIR, adapter.parent / BANK_DIR)
+    manifest = ExportManifest(str(checkpoint.resolve()), bundle.config.name,
+                              llm.config.get_text_config().hidden_size, inner, prompt_tokens,
+                              bundle.config.data.max_views, bundle.config.data.image_size)
+    data = manifest.to_dict() | {
+        "serve_adapter_inside": f"vllm serve {out} --served-model-name r2genkg",
+        "serve_adapter_outside": f"vllm serve {out} --served-model-name r2genkg-llm --enable-mm-embeds "
+                                 "--limit-mm-per-prompt '{\"image\": 0}'"}
+    (tmp / MANIFEST_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def load_adapter(export_dir: str | Path, store: StoreConfig | None = None) -> ModelBundle:
+    """The adapter of an export, without its LLM (the plugin's LLM is vLLM's): weights strictly
+    checked, the bank and thresholds, the graph opened read-only over ``store`` (default: the
+    environment) and checked against the fingerprint the checkpoint was trained on. On CPU."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from encoders.state import load_state
+    from generator.checkpoint import build_model, check_fingerprint, read_fingerprint
+    from generator.decisions import read_thresholds
+    from retrieval.index import TokenIndex
+
+    export_dir = Path(export_dir)
+    manifest = ExportManifest.read(export_dir)
+    directory = export_dir / ADAPTER_DIR
+    config = read_run_config(directory)
+    tokenizer = AutoTokenizer.from_pretrained(export_dir, local_files_only=True)
+    bundle = build_model(config, tokenizer, store or StoreConfig.from_env(), llm_hidden_size=manifest.hidden_size)
+    try:
+        check_fingerprint(read_fingerprint(directory), bundle, directory)
+        load_state(bundle.model, load_file(str(export_dir / ADAPTER_FILE)), export_dir / ADAPTER_FILE)
+        if (directory / BANK_DIR).is_dir():
+            bundle.model.bank = TokenIndex.load(directory / BANK_DIR)
+        bundle.model.thresholds = read_thresholds(directory)
+    except BaseException:
+        bundle.close()
+        raise
+    bundle.model.eval()
+    return bundle

@@ -13,6 +13,7 @@ probabilities and the per-observation thresholds (``self.thresholds``, generator
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -105,7 +106,10 @@ class R2GenKG(nn.Module):
     """The whole model. Graph access (``provider``) and the disease-token bank are injected."""
 
     def __init__(self, config: ModelConfig, tokenizer: PreTrainedTokenizerBase,
-                 features: np.ndarray | None = None, provider: SubgraphProvider | None = None) -> None:
+                 features: np.ndarray | None = None, provider: SubgraphProvider | None = None,
+                 llm_hidden_size: int | None = None) -> None:
+        """``llm_hidden_size``: build the adapter alone (``self.llm`` is None), for an LLM that
+        lives elsewhere (the vLLM plugin, generator.vllm_plugin) with this hidden size."""
         super().__init__()
         self.vision = SwinEncoder(config.vision)
         use_kg = config.kg.mode != KGMode.NONE
@@ -123,8 +127,8 @@ class R2GenKG(nn.Module):
         dq, cv, dg, d = config.qformer.hidden_size, self.vision.out_dim, config.kg.graph.out_dim, config.fusion.dim
         self.bank_attention = (BankAttention(dq, cv, config.disease_tokens.heads, config.qformer.dropout)
                                if config.disease_tokens.enabled else None)
-        self.llm = build_llm(config.llm, tokenizer)
-        h = self.llm.config.get_text_config().hidden_size
+        self.llm = build_llm(config.llm, tokenizer) if llm_hidden_size is None else None
+        h = self.llm.config.get_text_config().hidden_size if self.llm is not None else llm_hidden_size
         self.proj = nn.ModuleDict({"visual": _projection(cv, h)})
         if use_kg:
             self.proj["kg"] = _projection(dg, h)
@@ -233,13 +237,16 @@ class R2GenKG(nn.Module):
 
     # ---- the one generate path: validation, test, batch and the API all call this ----
     @torch.no_grad()
-    def prompt_embeds(self, images: Tensor, view_mask: Tensor, study_ids: list[str]) -> tuple[Tensor, Tensor, Encoded]:
-        """Steps 1-6 without decoding: the spliced prompt (B, T, H), its mask (B, T), and what made it."""
+    def prompt_embeds(self, images: Tensor, view_mask: Tensor, study_ids: list[str],
+                      embed: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor, Encoded]:
+        """Steps 1-6 without decoding: the spliced prompt (B, T, H), its mask (B, T), and what made it.
+        ``embed``: token ids → embeddings of the LLM that decodes (default: ``self.llm``'s table)."""
         was_training = self.training
         self.eval()
         try:
             enc = self.encode(images, view_mask, study_ids)
-            embeds, mask = splice_for_generation(embed_tokens(self.llm), self.prompt, enc.prefix, enc.prompt_states)
+            embeds, mask = splice_for_generation(embed or embed_tokens(self.llm), self.prompt, enc.prefix,
+                                                 enc.prompt_states)
         finally:
             self.train(was_training)
         return embeds, mask, enc

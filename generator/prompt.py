@@ -16,7 +16,7 @@ prompt is token for token the one before it existed.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -118,11 +118,15 @@ def report_ids(tokenizer: PreTrainedTokenizerBase, reports: Sequence[str], max_t
     return [ids[:max_tokens] + [tokenizer.eos_token_id] for ids in encoded]
 
 
-def _embed_ids(embed: nn.Embedding, ids: list[int], batch: int, device: torch.device) -> Tensor:
+# token ids → embeddings: an nn.Embedding, or the embedding function of an LLM served elsewhere (vLLM)
+Embed = nn.Embedding | Callable[[Tensor], Tensor]
+
+
+def _embed_ids(embed: Embed, ids: list[int], batch: int, device: torch.device) -> Tensor:
     return embed(torch.tensor(ids, dtype=torch.long, device=device)).unsqueeze(0).expand(batch, -1, -1)
 
 
-def splice_for_generation(embed: nn.Embedding, ids: PromptIds, prefix: Tensor,
+def splice_for_generation(embed: Embed, ids: PromptIds, prefix: Tensor,
                           states: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(inputs_embeds (B, L, H), attention_mask (B, L)) for generate(); ``states`` (B, 14) when the
     diagnosis prompt is on."""
