@@ -131,6 +131,11 @@ def read_settings(request: ChatCompletionRequest, defaults: GenerationSettings,
             raise APIError(400, f"max_tokens must be an integer in [1, {config.max_tokens}], got {max_tokens}",
                            param="max_tokens")
         settings = replace(settings, max_new_tokens=max_tokens)
+    if request.num_beams is not None:
+        if request.num_beams > 1 and request.temperature:
+            raise APIError(400, f"num_beams={request.num_beams} is for deterministic decoding: leave temperature "
+                           f"at 0, not {request.temperature}", param="num_beams")
+        settings = replace(settings, num_beams=request.num_beams)
     if request.temperature is not None and request.temperature > 0:   # sampling; beams are for deterministic decoding
         settings = replace(settings, temperature=request.temperature, num_beams=1)
     elif request.temperature is not None:

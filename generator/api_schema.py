@@ -120,6 +120,9 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+MAX_BEAMS = 8
+
+
 class ChatCompletionRequest(BaseModel):
     """The part of OpenAI's chat request this server uses. The openai client sends ``model`` and
     ``messages`` (plus ``stream`` when streaming) and nothing else unless asked."""
@@ -133,6 +136,8 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)        # torch.manual_seed's range, as vLLM's
     n: int | None = None
+    # an r2genkg field (the openai client sends it in extra_body): the beam width, 1 = greedy
+    num_beams: int | None = Field(None, ge=1, le=MAX_BEAMS)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
 

@@ -221,6 +221,9 @@ class VLLMBackend:
         self.llm = vllm.LLM(model=str(model_dir), **(LLM_KWARGS[self.mode] | llm_kwargs))
         self.placeholder = int(self.llm.get_tokenizer().convert_tokens_to_ids(self.manifest.placeholder))
 
+    def check(self, settings: GenerationSettings) -> None:
+        _check_beams(settings, self.mode)
+
     def generate(self, embeds: Tensor, mask: Tensor, settings: GenerationSettings,
                  on_token: TokenCallback | None = None) -> list[Completion]:
         _check_beams(settings, self.mode)
@@ -255,6 +258,12 @@ class VLLMBackend:
         done = [trim(row, eos, None, settings.max_new_tokens) for row in ids]
         _replay(done, on_token)
         return done
+
+    def close(self) -> None:
+        """Stop vLLM's engine process (and its workers) now, not at interpreter exit."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
 
 
 def encode_embeds(tensor: Tensor) -> str:
@@ -303,6 +312,9 @@ class RemoteVLLMBackend:
         self.client = client or openai.OpenAI(base_url=self.url, api_key=api_key or "EMPTY",
                                               max_retries=max_retries, timeout=timeout)
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vllm-remote")
+
+    def check(self, settings: GenerationSettings) -> None:
+        _check_beams(settings, self.mode)
 
     def _fields(self, settings: GenerationSettings) -> tuple[dict[str, Any], dict[str, Any]]:
         """(the client's own arguments, vLLM's extra_body) for ``settings``."""

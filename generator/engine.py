@@ -18,7 +18,14 @@ import torch
 
 from cxr.images import normalise, stack_views
 from cxr.views import ViewNote
-from generator.backends import BackendKind, HFBackend, LLMBackend, RemoteVLLMBackend, VLLMBackend, VLLMMode
+from generator.backends import (
+    BackendKind,
+    HFBackend,
+    LLMBackend,
+    RemoteVLLMBackend,
+    VLLMBackend,
+    VLLMMode,
+)
 from generator.checkpoint import ModelBundle, Progress, checkpoint_id, load_bundle, quiet
 from generator.coverage import announce
 from generator.model import GenerationResult, R2GenKG
@@ -106,6 +113,12 @@ class Engine:
             raise ValueError("a study needs at least one image")
         pixels, valid = stack_views(views, self.image_size, self.max_views)
         return torch.from_numpy(normalise(pixels, valid)), torch.from_numpy(valid)
+
+    def check(self, settings: GenerationSettings) -> None:
+        """Raise ``BackendError`` if this engine's backend cannot decode with ``settings``."""
+        check = getattr(self.backend, "check", None)
+        if check is not None:
+            check(settings)
 
     # ---- the one entry point ----
     @torch.no_grad()

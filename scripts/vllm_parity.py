@@ -1,88 +1,134 @@
-"""vLLM vs HF parity on a checkpoint's real prompt embeddings, across two Python environments.
+"""vLLM (the R2GenKG plugin) against HF ``generate`` on a checkpoint's test studies, mode by mode.
 
-What: `dump` (the project venv) exports the checkpoint's LLM and saves, for N test studies, the
-spliced prompt embeddings and the HF greedy tokens of our engine. `check` (any venv with vllm,
-e.g. one where vllm's own torch pin installs) runs vllm.LLM(enable_prompt_embeds=True) greedy on
-the same embeddings and compares token ids. It imports only torch and vllm, never this package.
-Needs: a checkpoint; for `check`, vllm >= 0.11 (a CUDA GPU, or a CPU build of vllm).
-Run:   .venv/bin/python scripts/vllm_parity.py dump outputs/runs/debug/best /tmp/parity
-       /path/to/vllm-venv/bin/python scripts/vllm_parity.py check /tmp/parity
+What, on the same spliced prompts (the decoder's own reports: no coverage pass, no evidence, which
+act on the text afterwards the same way on both sides):
+- greedy: the token ids of every study, HF vs vLLM, in the modes embeds (adapter outside, the
+  prompt as image_embeds), inside (the views; vLLM's copy of the adapter splices the prompt) and
+  prompt-embeds;
+- beam 3: HF's and vLLM's reports (agreement) on --studies, in embeds and inside; and on
+  --beam-studies, BLEU-4 and CE-5 micro-F1 of each against the references.
+Runs in the vLLM venv (scripts/vllm_cpu_env.sh; on a GPU, any venv with vllm and this project):
+  VLLM_CPU_KVCACHE_SPACE=2 PYTHONPATH=. VENV/bin/python scripts/vllm_parity.py \\
+      --checkpoint outputs/runs/debug/best --studies 64 --beam-studies 590 --json docs/vllm_parity.json
+Heavy imports stay inside main(): vLLM's CPU workers are spawned and re-import this file.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-import torch
-
-DUMP_FILE = "parity.pt"
+MODES = ("embeds", "inside", "prompt-embeds")
 
 
-def dump(checkpoint: Path, out: Path, studies: int, max_new_tokens: int) -> None:
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=Path("outputs/runs/debug/best"))
+    p.add_argument("--studies", type=int, default=64, help="greedy parity and beam agreement")
+    p.add_argument("--beam-studies", type=int, default=0, help="BLEU-4 / CE-5 of beam 3 on this many (0: skip)")
+    p.add_argument("--export", type=Path, default=None, help="the export folder (default: a temporary one)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    args = p.parse_args()
+
+    from dataclasses import replace
+
     import numpy as np
+    import torch
 
     from cxr.datasets import load_split, prepare_images
     from cxr.images import load_image
-    from generator.backends import HFBackend
+    from generator.backends import HFBackend, VLLMBackend
     from generator.checkpoint import read_run_config
-    from generator.engine import Engine, EngineConfig, StudyInput
-    from generator.export import export_llm
-    from generator.settings import GenerationSettings
+    from generator.engine import Engine, EngineConfig
+    from generator.export import MANIFEST_FILE, export_llm
+    from training.evaluate import compute_scores
 
-    out.mkdir(parents=True, exist_ok=True)
-    export_llm(checkpoint, out / "llm")
-    data = read_run_config(checkpoint).data
-    data.limit = {"test": studies}
+    n = max(args.studies, args.beam_studies)
+    data = read_run_config(args.checkpoint).data
+    data.limit = {"test": n}
     prepare_images(data, splits=["test"], progress=False)
-    batch = [StudyInput(r.study_id, [np.asarray(load_image(p)) for p in r.image_paths[:data.max_views]])
-             for r in load_split(data, "test")]
-    settings = GenerationSettings(max_new_tokens=max_new_tokens)
-    with Engine.from_checkpoint(checkpoint, EngineConfig(device="cpu")) as engine:
-        images, masks = zip(*(engine.prepare(s.views) for s in batch))
-        embeds, mask, _ = engine.model.prompt_embeds(torch.stack(images), torch.stack(masks),
-                                                     [s.study_id for s in batch])
-        hf = HFBackend(engine.model.llm, engine.model.tokenizer).generate(embeds, mask, settings)
-        eos = engine.model.tokenizer.eos_token_id
-    torch.save({"embeds": [e[m.bool()].contiguous() for e, m in zip(embeds, mask)],
-                "hf_tokens": [c.token_ids for c in hf], "eos": eos, "max_new_tokens": max_new_tokens,
-                "ids": [s.study_id for s in batch]}, out / DUMP_FILE)
-    print(f"wrote {out / DUMP_FILE}: {len(batch)} studies, prompt {tuple(embeds.shape[1:])}, export {out / 'llm'}")
+    records = load_split(data, "test")
+    views = [[np.asarray(load_image(p)) for p in r.image_paths[:data.max_views]] for r in records]
+    refs = [r.report for r in records]
+    export = args.export or Path(tempfile.mkdtemp(prefix="r2genkg-export-")) / "export"
+    out: dict = {"checkpoint": str(args.checkpoint), "studies": args.studies, "beam_studies": args.beam_studies,
+                 "torch": torch.__version__}
+    with Engine.from_checkpoint(args.checkpoint, EngineConfig(device="cpu")) as engine:
+        if not (export / MANIFEST_FILE).is_file():
+            export_llm(args.checkpoint, export, engine._bundle)
+        model, tok = engine.model, engine.model.tokenizer
+        greedy = replace(engine.default_settings, num_beams=1, cover_decisions=False, evidence=False)
+        beam = replace(greedy, num_beams=3)
+        chunks = []
+        for start in range(0, n, 32):
+            images, masks = zip(*(engine.prepare(v) for v in views[start:start + 32]))
+            embeds, mask, _ = model.prompt_embeds(torch.stack(images), torch.stack(masks),
+                                                  [r.study_id for r in records[start:start + 32]])
+            chunks.append((embeds, mask))
+        embeds, mask = torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+        hf = HFBackend(model.llm, tok)
+        k = args.studies
 
+        def decode(settings, rows):
+            return [c.token_ids for part in range(0, rows, 32)
+                    for c in hf.generate(embeds[part:min(part + 32, rows)], mask[part:min(part + 32, rows)], settings)]
 
-def check(directory: Path) -> int:
-    import vllm
+        t0 = time.perf_counter()
+        ref_greedy = decode(greedy, k)
+        ref_beam = decode(beam, n if args.beam_studies else k)
+        out["hf_seconds"] = round(time.perf_counter() - t0, 1)
+        out["prompt_tokens"] = int(embeds.shape[1])
 
-    saved = torch.load(directory / DUMP_FILE, weights_only=True)
-    llm = vllm.LLM(model=str(directory / "llm"), enable_prompt_embeds=True, dtype="float32", seed=0)
-    params = vllm.SamplingParams(temperature=0.0, max_tokens=saved["max_new_tokens"], stop_token_ids=[saved["eos"]])
-    outputs = llm.generate([{"prompt_embeds": e} for e in saved["embeds"]], params, use_tqdm=False)
-    ours = [[t for t in o.outputs[0].token_ids if t != saved["eos"]] for o in outputs]
-    same = [a == b for a, b in zip(ours, saved["hf_tokens"])]
-    for sid, ok, a, b in zip(saved["ids"], same, ours, saved["hf_tokens"]):
-        print(f"{sid}: {'identical' if ok else 'DIFFERENT'} ({len(a)} vLLM tokens, {len(b)} HF tokens)")
-    print(json.dumps({"vllm": vllm.__version__, "torch": torch.__version__, "studies": len(same),
-                      "identical": sum(same)}))
-    return 0 if all(same) else 1
+    def text(ids):
+        return [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
 
+    def same(a, b):
+        return sum(x == y for x, y in zip(a, b))
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="step", required=True)
-    d = sub.add_parser("dump")
-    d.add_argument("checkpoint", type=Path)
-    d.add_argument("out", type=Path)
-    d.add_argument("--studies", type=int, default=16)
-    d.add_argument("--max-new-tokens", type=int, default=40)
-    c = sub.add_parser("check")
-    c.add_argument("directory", type=Path)
-    args = p.parse_args()
-    if args.step == "dump":
-        dump(args.checkpoint, args.out, args.studies, args.max_new_tokens)
-    else:
-        sys.exit(check(args.directory))
+    for mode in args.modes:
+        backend = VLLMBackend(export, tok, mode, dtype="float32", seed=0)
+        try:
+            row: dict = {}
+            def run(settings, rows, backend=backend, mode=mode):
+                if mode == "inside":
+                    return [c.token_ids for c in backend.generate_views(views[:rows], settings)]
+                return [c.token_ids for c in backend.generate(embeds[:rows], mask[:rows], settings)]
+
+            got = run(greedy, k)
+            row["greedy_identical"] = same(got, ref_greedy)
+            row["greedy_differ"] = [records[i].study_id for i, (a, b) in enumerate(zip(got, ref_greedy)) if a != b]
+            if mode != "prompt-embeds":
+                rows = n if args.beam_studies else k
+                t0 = time.perf_counter()
+                got = run(beam, rows)
+                row["beam_seconds"] = round(time.perf_counter() - t0, 1)
+                row["beam3_same_tokens"] = same(got[:k], ref_beam[:k])
+                row["beam3_same_tokens_all"] = f"{same(got, ref_beam)}/{rows}"
+                row["beam3_same_report"] = same(text(got[:k]), text(ref_beam[:k]))
+                lengths = [(len(a), len(b)) for a, b in zip(got, ref_beam) if a != b]
+                row["beam3_differing_rows"] = len(lengths)
+                row["beam3_differing_vllm_longer"] = sum(a > b for a, b in lengths)
+                row["beam3_differing_vllm_shorter"] = sum(a < b for a, b in lengths)
+                if args.beam_studies:
+                    for side, ids in (("vllm", got), ("hf", ref_beam)):
+                        s = compute_scores(text(ids), refs[:rows], meteor=False, check=False)
+                        row[f"beam3_{side}_bleu4"] = round(float(s.nlg.bleu_4), 4)
+                        row[f"beam3_{side}_ce5_micro_f1"] = round(float(s.ce_5.micro.f1), 4)
+                        row[f"beam3_{side}_mean_tokens"] = round(float(np.mean([len(i) for i in ids])), 2)
+            out[mode] = row
+            print(mode, json.dumps(row), flush=True)
+        finally:
+            backend.close()
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    ok = all(out[m]["greedy_identical"] == k for m in args.modes)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

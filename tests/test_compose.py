@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -202,16 +203,33 @@ def test_serving_commands_registered():
         assert needed in names, f"r2genkg {needed}: not registered in r2genkg.cli.app"
 
 
-def test_vllm_serves_prompt_embeds_on_a_gpu():
+def test_vllm_serves_the_plugin_on_a_gpu():
     vllm = services()["vllm"]
-    image = vllm["image"]
-    assert image.startswith("vllm/vllm-openai:v") and not image.endswith(":latest"), f"vllm.image: pin a tag, got {image}"
+    assert vllm["build"] == {"context": ".", "target": "vllm"}, "vllm.build: the Dockerfile's `vllm` stage"
     cmd = command_of(vllm)
-    assert "--enable-prompt-embeds" in cmd, "vllm.command: needs --enable-prompt-embeds"
+    assert "--enable-mm-embeds" in cmd, "vllm.command: needs --enable-mm-embeds (api-gpu sends image_embeds)"
+    assert "--enable-prompt-embeds" not in cmd, "vllm.command: prompt_embeds stays off (the plugin needs none)"
     assert cmd[:1] != ["serve"] and "vllm" not in cmd[:1], "vllm.command: the image's entrypoint already runs the server"
+    env = vllm["environment"]
+    assert env.get("R2GENKG_STORE") == "neo4j" and env.get("NEO4J_URI") == "bolt://neo4j:7687", \
+        "vllm.environment: the plugin's adapter reads the graph from neo4j"
+    assert vllm["depends_on"]["neo4j"]["condition"] == "service_healthy", "vllm.depends_on.neo4j: wait until healthy"
     devices = vllm.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
     assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), \
         "vllm.deploy.resources.reservations.devices: no nvidia gpu reservation"
+
+
+def test_the_vllm_stage_adds_the_plugin_to_the_pinned_vllm_image():
+    stages = dockerfile_stages()
+    assert "vllm" in stages, "Dockerfile: no `FROM … AS vllm` stage"
+    base = stages["vllm"][0].split()[1]
+    gpu = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    vllm_pin = next(r.split("==")[1] for r in gpu if r.startswith("vllm=="))
+    assert base == f"vllm/vllm-openai:v{vllm_pin}", f"Dockerfile vllm stage: FROM {base}, the gpu extra pins {vllm_pin}"
+    installs = [line for line in stages["vllm"] if "pip install" in line]
+    assert all("--no-deps" in line for line in installs), "Dockerfile vllm stage: pip install --no-deps only"
+    assert any("vllm-plugin-requirements.txt" in line for line in installs) and \
+        any(line.split()[-1] == "." for line in installs), "Dockerfile vllm stage: the plugin's requirements, then ."
 
 
 def test_export_writes_where_vllm_reads():
@@ -272,6 +290,18 @@ def dockerfile_lines() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
+def dockerfile_stages() -> dict[str, list[str]]:
+    """Each stage's lines (its FROM first), by its `AS` name (unnamed: its index)."""
+    stages: dict[str, list[str]] = {}
+    for line in dockerfile_lines():
+        if line.upper().startswith("FROM "):
+            words = line.split()
+            name = words[3] if len(words) > 3 and words[2].upper() == "AS" else str(len(stages))
+            stages[name] = []
+        stages[list(stages)[-1]].append(line)
+    return stages
+
+
 def dockerignore() -> list[str]:
     lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
@@ -289,7 +319,7 @@ def test_dockerfile_copy_sources_exist_and_are_not_ignored():
 
 
 def test_dockerfile_runs_as_user_exposes_api_and_skips_gpu_extra():
-    lines = dockerfile_lines()
+    lines = list(dockerfile_stages().values())[-1]    # the r2genkg image (the last stage)
     users = [line.split()[1] for line in lines if line.upper().startswith("USER ")]
     assert users and users[-1] not in ("root", "0"), "Dockerfile: USER must be a non-root user"
     assert any(line.upper().startswith("EXPOSE ") and "8000" in line.split() for line in lines), "Dockerfile: EXPOSE 8000"

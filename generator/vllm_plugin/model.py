@@ -64,14 +64,14 @@ def placeholder_counts(prompt_tokens: int, items: int) -> list[int]:
     return [prompt_tokens - (items - 1)] + [1] * (items - 1)
 
 
-def study_tensors(images: Sequence[Any], image_size: int, max_views: int) -> tuple[np.ndarray, np.ndarray]:
-    """A prompt's images (PIL or arrays, any mode) → (Vmax, 1, S, S) normalised + (Vmax,) mask, as
-    the engine's ``prepare`` makes them. Colour images are read as grayscale (PIL's L)."""
+def study_pixels(images: Sequence[Any], image_size: int, max_views: int) -> tuple[np.ndarray, np.ndarray]:
+    """A prompt's images (PIL or arrays, any mode) → (Vmax, S, S) uint8 + (Vmax,) mask, resized as
+    the engine's ``prepare`` does (``normalise`` follows in the model: uint8 crosses vLLM's process
+    boundary at a quarter of the bytes). Colour images are read as grayscale (PIL's L)."""
     if len(images) > max_views:
         raise ValueError(f"a study has at most {max_views} views, got {len(images)} images")
     views = [image.convert("L") if isinstance(image, Image.Image) else _gray(np.asarray(image)) for image in images]
-    pixels, valid = stack_views(views, image_size, max_views)
-    return normalise(pixels, valid), valid
+    return stack_views(views, image_size, max_views)
 
 
 def _gray(array: np.ndarray) -> np.ndarray:
@@ -115,10 +115,10 @@ class R2GenKGProcessor(BaseMultiModalProcessor[R2GenKGProcessingInfo]):
         """No HF processor: the prompt's views → one study, repeated once per item."""
         images = list(hf_data.get("images") or [])
         manifest = self.info.manifest
-        pixels, valid = study_tensors(images, manifest.image_size, manifest.max_views)
+        pixels, valid = study_pixels(images, manifest.image_size, manifest.max_views)
         n = len(images)
         return BatchFeature({
-            "pixel_values": torch.from_numpy(pixels).unsqueeze(0).repeat(n, 1, 1, 1, 1),
+            "pixel_values": torch.from_numpy(pixels).unsqueeze(0).repeat(n, 1, 1, 1),
             "view_mask": torch.from_numpy(valid).unsqueeze(0).repeat(n, 1),
             "part": torch.arange(n), "parts": torch.full((n,), n)})
 
@@ -226,7 +226,7 @@ class R2GenKGForConditionalGeneration(nn.Module, SupportsMultiModal):
 
     @torch.no_grad()
     def _study(self, pixels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One study's views (Vmax, 1, S, S) → its spliced prompt (T, H)."""
+        """One study's views (Vmax, S, S) uint8 → its spliced prompt (T, H)."""
         assert self.adapter is not None
         device = self._device()
         self.adapter.to(device)
@@ -234,8 +234,10 @@ class R2GenKGForConditionalGeneration(nn.Module, SupportsMultiModal):
         def embed(ids: torch.Tensor) -> torch.Tensor:
             return self.language_model.embed_input_ids(ids.to(device)).float()
 
-        embeds, _, _ = self.adapter.prompt_embeds(pixels.unsqueeze(0).to(device, torch.float32),
-                                                  mask.unsqueeze(0).to(device).bool(), ["vllm"], embed)
+        valid = mask.bool().cpu().numpy()
+        images = torch.from_numpy(normalise(pixels.cpu().numpy().astype(np.uint8), valid))   # as Engine.prepare
+        embeds, _, _ = self.adapter.prompt_embeds(images.unsqueeze(0).to(device),
+                                                  torch.from_numpy(valid).unsqueeze(0).to(device), ["vllm"], embed)
         return embeds[0]
 
     def _device(self) -> torch.device:

