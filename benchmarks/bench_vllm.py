@@ -42,7 +42,8 @@ def main() -> None:
     from benchmarks.bench_generate import test_studies
     from generator.backends import BackendKind, VLLMBackend
     from generator.engine import Engine, EngineConfig
-    from generator.export import MANIFEST_FILE, export_llm
+    from generator.export import export_llm
+    from generator.vllm_plugin.manifest import MANIFEST_FILE
 
     studies = test_studies(args.checkpoint, args.studies + WARMUP)
     warm, timed = studies[:WARMUP], studies[WARMUP:]

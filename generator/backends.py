@@ -209,7 +209,7 @@ class VLLMBackend:
 
     def __init__(self, model_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
                  mode: VLLMMode | str = VLLMMode.EMBEDS, **llm_kwargs: Any) -> None:
-        from generator.export import ExportManifest
+        from generator.vllm_plugin.manifest import ExportManifest
 
         vllm = _import_vllm()
         import generator.vllm_plugin as plugin

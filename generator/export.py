@@ -21,9 +21,8 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -39,45 +38,16 @@ from generator.checkpoint import (
 )
 from generator.config_io import dump_yaml
 from generator.decisions import THRESHOLDS_FILE
-from graphdb.store import StoreConfig
-
-ADAPTER_DIR = "r2genkg"
-ADAPTER_FILE, MANIFEST_FILE = f"{ADAPTER_DIR}/adapter.safetensors", f"{ADAPTER_DIR}/export.json"
 from generator.vllm_plugin import ARCHITECTURE  # what config.json names; the plugin registers it
-
-PLACEHOLDER = "<|r2genkg_view|>"                   # one per view in a prompt; expands to the study's prompt
-# one placeholder per image part of every message; text parts are ignored (the prompt is the model's own)
-CHAT_TEMPLATE = ("{%- for message in messages -%}{%- if message['content'] is not string -%}"
-                 "{%- for part in message['content'] -%}{%- if part['type'] in ['image', 'image_url', "
-                 "'image_embeds'] -%}" + PLACEHOLDER + "{%- endif -%}{%- endfor -%}{%- endif -%}{%- endfor -%}")
-
-
-@dataclass(frozen=True)
-class ExportManifest:
-    checkpoint: str
-    run: str
-    hidden_size: int
-    llm_architecture: str      # the inner LM vLLM builds (LlamaForCausalLM, Qwen2ForCausalLM)
-    prompt_tokens: int         # T: every study's spliced prompt has this many positions
-    max_views: int
-    image_size: int
-    placeholder: str = PLACEHOLDER
-
-    @classmethod
-    def read(cls, export_dir: str | Path) -> ExportManifest:
-        path = Path(export_dir) / MANIFEST_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{export_dir}: not an r2genkg export (no {MANIFEST_FILE}); "
-                                    "write one with `r2genkg export-llm CHECKPOINT OUT`")
-        data = json.loads(path.read_text(encoding="utf-8"))
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        missing = sorted(set(cls.__dataclass_fields__) - set(known) - {"placeholder"})
-        if missing:
-            raise ValueError(f"{path}: written by an older r2genkg (no {', '.join(missing)}); export it again")
-        return cls(**known)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+from generator.vllm_plugin.manifest import (
+    ADAPTER_DIR,
+    ADAPTER_FILE,
+    CHAT_TEMPLATE,
+    MANIFEST_FILE,
+    PLACEHOLDER,
+    ExportManifest,
+)
+from graphdb.store import StoreConfig
 
 
 def export_llm(checkpoint: str | Path, out_dir: str | Path, bundle: ModelBundle | None = None,

@@ -44,7 +44,8 @@ def main() -> int:
     from generator.backends import HFBackend, VLLMBackend
     from generator.checkpoint import read_run_config
     from generator.engine import Engine, EngineConfig
-    from generator.export import MANIFEST_FILE, export_llm
+    from generator.export import export_llm
+    from generator.vllm_plugin.manifest import MANIFEST_FILE
     from training.evaluate import compute_scores
 
     n = max(args.studies, args.beam_studies)

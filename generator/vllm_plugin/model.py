@@ -45,8 +45,9 @@ from vllm.multimodal.processing import (
 )
 
 from cxr.images import normalise, stack_views
-from generator.export import ExportManifest, load_adapter
+from generator.export import load_adapter
 from generator.vllm_plugin import ARCHITECTURE
+from generator.vllm_plugin.manifest import PLACEHOLDER, ExportManifest
 
 ADAPTER_PREFIX = "adapter."
 VIEW_FIELDS = ("pixel_values", "view_mask", "part", "parts")
@@ -123,8 +124,13 @@ class R2GenKGProcessor(BaseMultiModalProcessor[R2GenKGProcessingInfo]):
             "part": torch.arange(n), "parts": torch.full((n,), n)})
 
     def _cached_apply_hf_processor(self, inputs: ProcessorInputs, timing_ctx: TimingContext) -> Any:
-        # an item's processed data depends on the other views of its study: never mix cached items
-        # of one study with fresh ones (resizing two views costs far less than the decoder)
+        """vLLM's processor cache, unless it holds some of a study's items but not all: the missing
+        ones would be processed without their study's other views. (Beam search re-sends every
+        prompt at every step: with the cache, only the items' keys cross to the engine.)"""
+        if inputs.cache is not None:
+            cached = inputs.cache.is_cached(self._get_mm_hashes(inputs).get("image", []))
+            if all(cached) or not any(cached):
+                return super()._cached_apply_hf_processor(inputs, timing_ctx)
         return self._apply_hf_processor(inputs, timing_ctx)
 
     def _get_mm_hashes(self, inputs: ProcessorInputs) -> Any:
@@ -167,7 +173,7 @@ class R2GenKGForConditionalGeneration(nn.Module, SupportsMultiModal):
     @classmethod
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:
         if modality.startswith("image"):
-            return manifest_placeholder()
+            return PLACEHOLDER
         raise ValueError(f"{ARCHITECTURE} takes images (chest X-ray views) only, not {modality}")
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
@@ -272,12 +278,6 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         yield
     finally:
         torch.set_default_dtype(before)
-
-
-def manifest_placeholder() -> str:
-    from generator.export import PLACEHOLDER
-
-    return PLACEHOLDER
 
 
 def _rows(value: object) -> list[torch.Tensor]:

@@ -111,7 +111,8 @@ def test_beam_search_runs_and_respects_max_tokens(engine):
 def test_export_loads_as_plain_hf_model_with_identical_greedy_tokens(engine, tiny_checkpoint, m3kg_config, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from generator.export import ADAPTER_FILE, MANIFEST_FILE, export_llm
+    from generator.export import export_llm
+    from generator.vllm_plugin.manifest import ADAPTER_FILE, MANIFEST_FILE
 
     out = export_llm(tiny_checkpoint, tmp_path / "export", store=m3kg_config)
     assert (out / ADAPTER_FILE).is_file() and json.loads((out / MANIFEST_FILE).read_text())["hidden_size"] > 0

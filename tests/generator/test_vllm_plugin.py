@@ -23,15 +23,10 @@ import torch
 
 from generator.backends import BackendError, BackendKind, HFBackend, png_data_url
 from generator.engine import Engine, EngineConfig
-from generator.export import (
-    ADAPTER_DIR,
-    PLACEHOLDER,
-    ExportManifest,
-    export_llm,
-    load_adapter,
-)
+from generator.export import export_llm, load_adapter
 from generator.settings import GenerationSettings
 from generator.vllm_plugin import ARCHITECTURE, MODEL_CLASS
+from generator.vllm_plugin.manifest import ADAPTER_DIR, PLACEHOLDER, ExportManifest
 from graphdb.store import ENV_VARS
 from tests.generator.test_engine import NO_SAMPLES, PLAIN, studies
 
