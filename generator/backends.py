@@ -190,6 +190,51 @@ def _sampling_kwargs(settings: GenerationSettings, eos_id: int | None) -> dict[s
     return kwargs
 
 
+# step(beams): for each (row, generated tokens so far), the top-k next tokens → log-probabilities
+BeamStep = Callable[[list[tuple[int, list[int]]], int], list[dict[int, float]]]
+DEAD = -1.0e9
+
+
+def hf_beam_search(step: BeamStep, rows: int, settings: GenerationSettings, eos_id: int | None) -> list[list[int]]:
+    """Beam search by transformers' rules (``GenerationMixin._beam_search``, early_stopping=False),
+    over any engine that gives the top-k next-token log-probabilities of a prefix.
+
+    Each step takes the 2 × num_beams best continuations of a row's beams by summed log-probability.
+    Of those, the ones ending in eos (or at max_new_tokens) among the first num_beams join the
+    finished hypotheses, scored by log-probability / (generated length, eos counted) ** length_penalty;
+    the best num_beams that do not end run on. A row stops when no running beam can beat its worst
+    finished hypothesis (scored at the current length) or at max_new_tokens. vLLM's own beam search
+    differs in two rules (docs/serving.md): it divides by the prompt's length plus the generated one,
+    and it keeps every eos among a beam's 2 × num_beams candidates.
+    """
+    n, lp, limit = settings.num_beams, settings.length_penalty, settings.max_new_tokens
+    running: list[list[tuple[list[int], float]]] = [[([], 0.0)] for _ in range(rows)]
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(rows)]
+    open_rows = set(range(rows))
+    for length in range(limit):   # `length` tokens generated so far
+        asks = [(r, tokens) for r in sorted(open_rows) for tokens, _ in running[r]]
+        if not asks:
+            break
+        answers = iter(step(asks, 2 * n))
+        for r in sorted(open_rows):
+            candidates = [(score + lp_tok, tokens + [tok]) for tokens, score in running[r]
+                          for tok, lp_tok in next(answers).items()]
+            candidates.sort(key=lambda c: c[0], reverse=True)
+            candidates = candidates[:2 * n]
+            at_limit = length + 1 >= limit
+            stops = [at_limit or c[1][-1] == eos_id for c in candidates]
+            for rank, ((score, tokens), stop) in enumerate(zip(candidates, stops)):
+                if stop and rank < n:
+                    finished[r].append((score / (length + 1) ** lp, tokens))
+            finished[r] = sorted(finished[r], key=lambda f: f[0], reverse=True)[:n]
+            running[r] = [(tokens, score) for (score, tokens), stop in zip(candidates, stops) if not stop][:n]
+            # transformers' heuristic: the best running beam, scored at the current length
+            best = running[r][0][1] / (length + 1) ** lp if running[r] else DEAD
+            if at_limit or not running[r] or (len(finished[r]) == n and best <= finished[r][-1][0]):
+                open_rows.discard(r)
+    return [finished[r][0][1] if finished[r] else (running[r][0][0] if running[r] else []) for r in range(rows)]
+
+
 def view_images(views: Sequence[Any]) -> list[Any]:
     """A study's (H, W) uint8 views → PIL images (mode L), what vLLM takes as image items."""
     from PIL import Image
@@ -201,7 +246,9 @@ class VLLMBackend:
     """In-process vLLM on an export folder (our plugin's model); all prompts go in one call.
 
     ``mode`` EMBEDS and INSIDE send multimodal prompts (the placeholder token and the study as its
-    image data), on which ``LLM.beam_search`` works; PROMPT_EMBEDS sends ``prompt_embeds``.
+    image data); PROMPT_EMBEDS sends ``prompt_embeds``. Beam search follows transformers' rules
+    (``hf_beam_search``), one vLLM call per step for every live beam, as ``LLM.beam_search`` does
+    with vLLM's own rules.
     """
 
     kind = BackendKind.VLLM
@@ -232,7 +279,7 @@ class VLLMBackend:
             prompts: list[dict[str, Any]] = [{"prompt_embeds": row} for row in rows]
         else:   # a list of one (T, H) tensor: one embedding item (a bare 2-D tensor would be read as images)
             prompts = [{"prompt_token_ids": [self.placeholder], "multi_modal_data": {"image": [row]}} for row in rows]
-        return self._run(prompts, [len(r) for r in rows], settings, on_token)
+        return self._run(prompts, settings, on_token)
 
     def generate_views(self, views: Sequence[Sequence[Any]], settings: GenerationSettings,
                        on_token: TokenCallback | None = None) -> list[Completion]:
@@ -240,18 +287,22 @@ class VLLMBackend:
         _check_beams(settings, self.mode)
         prompts = [{"prompt_token_ids": [self.placeholder] * len(v), "multi_modal_data": {"image": view_images(v)}}
                    for v in views]
-        return self._run(prompts, [self.manifest.prompt_tokens] * len(prompts), settings, on_token)
+        return self._run(prompts, settings, on_token)
 
-    def _run(self, prompts: list[dict[str, Any]], prompt_lengths: list[int], settings: GenerationSettings,
+    def _run(self, prompts: list[dict[str, Any]], settings: GenerationSettings,
              on_token: TokenCallback | None) -> list[Completion]:
         eos = self.tokenizer.eos_token_id
         if settings.num_beams > 1:
-            params = self.vllm.sampling_params.BeamSearchParams(
-                beam_width=settings.num_beams, max_tokens=settings.max_new_tokens,
-                length_penalty=settings.length_penalty)
-            outputs = self.llm.beam_search(prompts, params)
-            # a beam's tokens are the (expanded) prompt's placeholders, then what it wrote
-            ids = [o.sequences[0].tokens[n:] for o, n in zip(outputs, prompt_lengths)]
+            # transformers' beam search rules over vLLM's engine, one step of every live beam per call
+            # (vLLM's LLM.beam_search runs the same way, with its own rules: docs/serving.md)
+            def step(asks: list[tuple[int, list[int]]], k: int) -> list[dict[int, float]]:
+                params = self.vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=k)
+                beams = [prompts[row] | {"prompt_token_ids": prompts[row]["prompt_token_ids"] + tokens}
+                         for row, tokens in asks]
+                outputs = self.llm.generate(beams, params, use_tqdm=False)
+                return [{t: lp.logprob for t, lp in o.outputs[0].logprobs[0].items()} for o in outputs]
+
+            ids = hf_beam_search(step, len(prompts), settings, eos)
         else:
             params = self.vllm.SamplingParams(**_sampling_kwargs(settings, eos))
             ids = [o.outputs[0].token_ids for o in self.llm.generate(prompts, params, use_tqdm=False)]
@@ -294,8 +345,9 @@ class RemoteVLLMBackend:
       prompts as in EMBEDS, so the server needs ``--enable-mm-embeds`` too.
     - PROMPT_EMBEDS: ``/completions`` with ``prompt_embeds`` (greedy only). ``prompt=""`` because the
       client requires a prompt; vLLM takes an empty one as absent.
-    Beam search (EMBEDS, INSIDE): vLLM's ``use_beam_search`` with ``n`` = the beam width; the best
-    beam is the first choice. The openai client retries what may pass (connection errors, 408, 409,
+    Beam search (EMBEDS, INSIDE): vLLM's own ``use_beam_search`` with ``n`` = the beam width (the best
+    beam is the first choice), so its rules are vLLM's, not transformers' (docs/serving.md: a chat
+    request cannot continue a beam from token ids, which ``hf_beam_search`` needs). The openai client retries what may pass (connection errors, 408, 409,
     429, 5xx) ``max_retries`` times with backoff, and never a 4xx such as 401.
     """
 

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-MODES = ("embeds", "inside", "prompt-embeds")
+MODES = ("embeds", "inside", "prompt-embeds", "remote")   # remote: --remote-url, the embeds mode over HTTP
 
 
 def main() -> int:
@@ -31,7 +31,10 @@ def main() -> int:
     p.add_argument("--beam-studies", type=int, default=0, help="BLEU-4 / CE-5 of beam 3 on this many (0: skip)")
     p.add_argument("--export", type=Path, default=None, help="the export folder (default: a temporary one)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES[:3]))
+    p.add_argument("--remote-url", default=None, help="remote: a `vllm serve EXPORT --enable-mm-embeds` at "
+                   "http://host:port/v1 (its beam search is vLLM's own: docs/serving.md)")
+    p.add_argument("--remote-model", default="r2genkg-llm")
     args = p.parse_args()
 
     from dataclasses import replace
@@ -41,7 +44,7 @@ def main() -> int:
 
     from cxr.datasets import load_split, prepare_images
     from cxr.images import load_image
-    from generator.backends import HFBackend, VLLMBackend
+    from generator.backends import HFBackend, RemoteVLLMBackend, VLLMBackend
     from generator.checkpoint import read_run_config
     from generator.engine import Engine, EngineConfig
     from generator.export import export_llm
@@ -91,7 +94,10 @@ def main() -> int:
         return sum(x == y for x, y in zip(a, b))
 
     for mode in args.modes:
-        backend = VLLMBackend(export, tok, mode, dtype="float32", seed=0)
+        if mode == "remote":
+            backend = RemoteVLLMBackend(args.remote_url, args.remote_model, tok, mode="embeds")
+        else:
+            backend = VLLMBackend(export, tok, mode, dtype="float32", seed=0)
         try:
             row: dict = {}
             def run(settings, rows, backend=backend, mode=mode):

@@ -148,6 +148,8 @@ class R2GenKGProcessor(BaseMultiModalProcessor[R2GenKGProcessingInfo]):
 
     def _get_prompt_updates(self, mm_items: MultiModalDataItems, hf_processor_mm_kwargs: Mapping[str, object],
                             out_mm_kwargs: MultiModalKwargsItems) -> Sequence[PromptUpdate]:
+        if "image" not in mm_items:   # every item came from the cache, with its update
+            return []
         token = self.info.placeholder_id()
         items = mm_items.get_items("image", (ImageEmbeddingItems, ImageProcessorItems))
         if isinstance(items, ImageEmbeddingItems):

@@ -376,3 +376,31 @@ def test_neo4j_store_gives_the_reports_and_evidence_of_the_embedded_one(engine, 
         served = neo.generate(batch, GREEDY)
     assert [r.report for r in served] == [r.report for r in embedded]
     assert [r.evidence.node_ids for r in served] == [r.evidence.node_ids for r in embedded]
+
+
+@pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])
+def test_hf_beam_search_rules_over_any_engine_equal_transformers(engine, length_penalty):
+    """generator.backends.hf_beam_search (what the vLLM backend runs over vLLM's engine), here over
+    the HF model's own next-token log-probabilities: the same reports as transformers' beam search."""
+    from generator.backends import hf_beam_search
+
+    batch = studies(6, seed=8)
+    images, masks = zip(*(engine.prepare(s.views) for s in batch))
+    embeds, mask, _ = engine.model.prompt_embeds(torch.stack(images), torch.stack(masks), [s.study_id for s in batch])
+    settings = GenerationSettings(max_new_tokens=16, num_beams=3, length_penalty=length_penalty)
+    llm, table = engine.model.llm, engine.model.llm.get_input_embeddings()
+
+    def step(asks, k):
+        out = []
+        with torch.no_grad():
+            for row, tokens in asks:
+                inputs = torch.cat([embeds[row], table(torch.tensor(tokens, dtype=torch.long))])[None]
+                logp = torch.log_softmax(llm(inputs_embeds=inputs).logits[0, -1].float(), -1)
+                top = torch.topk(logp, k)
+                out.append(dict(zip(top.indices.tolist(), top.values.tolist())))
+        return out
+
+    eos = engine.model.tokenizer.eos_token_id
+    ours = [trim(ids, eos, None, 16).token_ids for ids in hf_beam_search(step, len(batch), settings, eos)]
+    want = [c.token_ids for c in HFBackend(llm, engine.model.tokenizer).generate(embeds, mask, settings)]
+    assert ours == want
