@@ -47,6 +47,15 @@ def engine(tiny_checkpoint: Path, m3kg_config):
         yield e
 
 
+def generate_with(engine: Engine, backend, batch: list[StudyInput], settings: GenerationSettings):
+    """The engine's results with ``backend`` in place of its own, which is put back afterwards."""
+    engine.backend, saved = backend, engine.backend
+    try:
+        return engine.generate(batch, settings)
+    finally:
+        engine.backend = saved
+
+
 def vllm_available() -> bool:
     try:
         import vllm  # noqa: F401
@@ -209,13 +218,8 @@ def test_remote_backend_sends_vllm_wire_format_and_matches_hf(engine, mode):
         batch = studies(6, seed=4)
         settings = [NO_SAMPLES] + ([replace(NO_SAMPLES, num_beams=3)] if mode == "embeds" else [])
         for s in settings:
-            local = engine.generate(batch, s)
-            engine.backend, saved = remote, engine.backend
-            try:
-                sent = engine.generate(batch, s)
-            finally:
-                engine.backend = saved
-            assert [r.report for r in sent] == [r.report for r in local]
+            assert [r.report for r in generate_with(engine, remote, batch, s)] == \
+                [r.report for r in engine.generate(batch, s)]
         first, last = handler.seen[0], handler.seen[-1]
         assert first["model"] == "llm_export" and first["return_token_ids"] is True
         assert first["authorization"] == "Bearer k"

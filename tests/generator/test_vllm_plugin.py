@@ -28,7 +28,7 @@ from generator.settings import GenerationSettings
 from generator.vllm_plugin import ARCHITECTURE, MODEL_CLASS
 from generator.vllm_plugin.manifest import ADAPTER_DIR, PLACEHOLDER, ExportManifest
 from graphdb.store import ENV_VARS
-from tests.generator.test_engine import NO_SAMPLES, PLAIN, studies
+from tests.generator.test_engine import NO_SAMPLES, PLAIN, generate_with, studies
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,12 +145,7 @@ def test_vllm_matches_hf_token_for_token_in_every_mode(engine, export, store_env
         with pytest.raises(BackendError, match="repetition_penalty"):
             inside.generate(embeds, mask, GenerationSettings(num_beams=3, repetition_penalty=1.2))
         # the engine in the inside mode: vLLM writes from the views, the coverage pass sends prompts
-        local = engine.generate(batch, NO_SAMPLES)
-        engine.backend, saved = inside, engine.backend
-        try:
-            remote = engine.generate(batch, NO_SAMPLES)
-        finally:
-            engine.backend = saved
+        local, remote = engine.generate(batch, NO_SAMPLES), generate_with(engine, inside, batch, NO_SAMPLES)
         assert [r.report for r in remote] == [r.report for r in local]
         assert [r.probabilities for r in remote] == [r.probabilities for r in local]
     finally:
