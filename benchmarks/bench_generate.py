@@ -21,18 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr.datasets import load_split, prepare_images
-from cxr.images import load_image
-from generator.checkpoint import read_run_config
-from generator.engine import Engine, EngineConfig, StudyInput
-
-
-def test_studies(checkpoint: Path, n: int) -> list[StudyInput]:
-    data = read_run_config(checkpoint).data
-    data.limit = {"test": n}
-    prepare_images(data, splits=["test"], progress=False)
-    return [StudyInput(r.study_id, [np.asarray(load_image(p)) for p in r.image_paths[:data.max_views]])
-            for r in load_split(data, "test")]
+from generator.batch import split_studies
+from generator.engine import Engine, EngineConfig
 
 
 def timed(fn) -> tuple[float, list]:
@@ -51,7 +41,7 @@ def main() -> None:
     args = p.parse_args()
     if not (args.checkpoint / "config.yaml").is_file():
         raise SystemExit(f"{args.checkpoint}: no checkpoint; run the README's main job first")
-    studies = test_studies(args.checkpoint, args.studies)
+    studies = split_studies(args.checkpoint, args.studies)[0]
     with Engine.from_checkpoint(args.checkpoint, EngineConfig(micro_batch=args.batch, device="cpu")) as engine:
         base = engine.default_settings
         tokens = args.max_new_tokens or base.max_new_tokens

@@ -39,13 +39,13 @@ def main() -> None:
 
     import torch
 
-    from benchmarks.bench_generate import test_studies
     from generator.backends import BackendKind, VLLMBackend
+    from generator.batch import split_studies
     from generator.engine import Engine, EngineConfig
     from generator.export import export_llm
     from generator.vllm_plugin.manifest import MANIFEST_FILE
 
-    studies = test_studies(args.checkpoint, args.studies + WARMUP)
+    studies = split_studies(args.checkpoint, args.studies + WARMUP)[0]
     warm, timed = studies[:WARMUP], studies[WARMUP:]
     export = args.export or Path(tempfile.mkdtemp(prefix="r2genkg-export-")) / "export"
     rows: list[dict] = []

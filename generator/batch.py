@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cxr.datasets import load_split, prepare_images
+from cxr.images import load_image
 from cxr.labeler import label_reports
 from cxr.observations import OBSERVATIONS
 from cxr.readers import DatasetKind, ImageCheck, detect_kind, read_dataset
@@ -81,6 +82,18 @@ def read_studies(checkpoint: Path, source: Path | None, split: str | None, image
         records = read_dataset(kind, source, image_root=root, splits=splits, policy=policy,
                                check_images=ImageCheck.NONE)
     return records, [Failure(study_id, "read", message) for study_id, message in policy.skips]
+
+
+def split_studies(checkpoint: Path, n: int, split: str = "test") -> tuple[list[StudyInput], list[StudyRecord]]:
+    """The first ``n`` studies of the checkpoint's own ``split``, views decoded (phantoms rendered if
+    its config says so), and their records (reference reports): what the benchmarks and the vLLM
+    checks generate for."""
+    data = read_run_config(checkpoint).data
+    data.limit = {split: n}
+    prepare_images(data, splits=[split], progress=False)
+    records = load_split(data, split)
+    return [StudyInput(r.study_id, [np.asarray(load_image(p)) for p in r.image_paths[:data.max_views]])
+            for r in records], records
 
 
 # ---- the output file -----------------------------------------------------------------------

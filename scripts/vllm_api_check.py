@@ -36,9 +36,9 @@ def main():
 
         import openai
         sys.path.insert(0, root)
-        from benchmarks.bench_generate import test_studies
+        from generator.batch import split_studies
         from tests.generator.api_client import data_uri
-        studies = test_studies(__import__("pathlib").Path(ck), n)
+        studies = split_studies(__import__("pathlib").Path(ck), n)[0]
         c = openai.OpenAI(base_url="http://127.0.0.1:8102/v1", api_key="x", max_retries=0, timeout=300)
         same = nonempty = 0
         t0 = time.time()

@@ -42,21 +42,16 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from cxr.datasets import load_split, prepare_images
-    from cxr.images import load_image
     from generator.backends import HFBackend, RemoteVLLMBackend, VLLMBackend
-    from generator.checkpoint import read_run_config
+    from generator.batch import split_studies
     from generator.engine import Engine, EngineConfig
     from generator.export import export_llm
     from generator.vllm_plugin.manifest import MANIFEST_FILE
     from training.evaluate import compute_scores
 
     n = max(args.studies, args.beam_studies)
-    data = read_run_config(args.checkpoint).data
-    data.limit = {"test": n}
-    prepare_images(data, splits=["test"], progress=False)
-    records = load_split(data, "test")
-    views = [[np.asarray(load_image(p)) for p in r.image_paths[:data.max_views]] for r in records]
+    studies, records = split_studies(args.checkpoint, n)
+    views = [s.views for s in studies]
     refs = [r.report for r in records]
     export = args.export or Path(tempfile.mkdtemp(prefix="r2genkg-export-")) / "export"
     out: dict = {"checkpoint": str(args.checkpoint), "studies": args.studies, "beam_studies": args.beam_studies,
