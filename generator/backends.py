@@ -212,16 +212,17 @@ def hf_beam_search(step: BeamStep, rows: int, settings: GenerationSettings, eos_
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(rows)]
     open_rows = set(range(rows))
     for length in range(limit):   # `length` tokens generated so far
-        asks = [(r, tokens) for r in sorted(open_rows) for tokens, _ in running[r]]
+        order = sorted(open_rows)
+        asks = [(r, tokens) for r in order for tokens, _ in running[r]]
         if not asks:
             break
         answers = iter(step(asks, 2 * n))
-        for r in sorted(open_rows):
+        at_limit = length + 1 >= limit
+        for r in order:
             candidates = [(score + lp_tok, tokens + [tok]) for tokens, score in running[r]
                           for tok, lp_tok in next(answers).items()]
             candidates.sort(key=lambda c: c[0], reverse=True)
             candidates = candidates[:2 * n]
-            at_limit = length + 1 >= limit
             stops = [at_limit or c[1][-1] == eos_id for c in candidates]
             for rank, ((score, tokens), stop) in enumerate(zip(candidates, stops)):
                 if stop and rank < n:
@@ -266,7 +267,7 @@ class VLLMBackend:
         self.manifest = ExportManifest.read(model_dir)
         self.takes_views = self.mode is VLLMMode.INSIDE
         self.llm = vllm.LLM(model=str(model_dir), **(LLM_KWARGS[self.mode] | llm_kwargs))
-        self.placeholder = int(self.llm.get_tokenizer().convert_tokens_to_ids(self.manifest.placeholder))
+        self.placeholder = self.manifest.placeholder_id
 
     def check(self, settings: GenerationSettings) -> None:
         _check_beams(settings, self.mode)
@@ -347,8 +348,9 @@ class RemoteVLLMBackend:
       client requires a prompt; vLLM takes an empty one as absent.
     Beam search (EMBEDS, INSIDE): vLLM's own ``use_beam_search`` with ``n`` = the beam width (the best
     beam is the first choice), so its rules are vLLM's, not transformers' (docs/serving.md: a chat
-    request cannot continue a beam from token ids, which ``hf_beam_search`` needs). The openai client retries what may pass (connection errors, 408, 409,
-    429, 5xx) ``max_retries`` times with backoff, and never a 4xx such as 401.
+    request cannot continue a beam from token ids, which ``hf_beam_search`` needs).
+    The openai client retries what may pass (connection errors, 408, 409, 429, 5xx) ``max_retries``
+    times with backoff, and never a 4xx such as 401.
     """
 
     kind = BackendKind.VLLM_REMOTE

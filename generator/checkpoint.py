@@ -128,6 +128,11 @@ def load_weights(model: R2GenKG, directory: Path) -> None:
         load_state(model, state, directory / MODEL_FILE, allow_missing=_reloaded_keys(model))
     except StateDictError as err:
         raise CheckpointError(str(err)) from None
+    load_bank_and_thresholds(model, directory)
+
+
+def load_bank_and_thresholds(model: R2GenKG, directory: Path) -> None:
+    """The disease-token bank (when the folder has one) and the decision thresholds, onto ``model``."""
     if (directory / BANK_DIR).is_dir():
         model.bank = TokenIndex.load(directory / BANK_DIR)
     try:

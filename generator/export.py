@@ -100,7 +100,7 @@ def _write_export(tmp: Path, out: Path, checkpoint: Path, bundle: ModelBundle, m
     adapter.parent.mkdir()
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("llm.")},
               str(adapter))
-    config = read_run_config(checkpoint)
+    config = bundle.config
     config = replace(config, model=replace(config.model, vision=replace(config.model.vision, weights=None)))
     (adapter.parent / CONFIG_FILE).write_text(dump_yaml(config), encoding="utf-8")
     for name in (THRESHOLDS_FILE, KNOWLEDGE_FILE):
@@ -110,7 +110,8 @@ def _write_export(tmp: Path, out: Path, checkpoint: Path, bundle: ModelBundle, m
         shutil.copytree(checkpoint / BANK_DIR, adapter.parent / BANK_DIR)
     manifest = ExportManifest(str(checkpoint.resolve()), bundle.config.name,
                               llm.config.get_text_config().hidden_size, inner, prompt_tokens,
-                              bundle.config.data.max_views, bundle.config.data.image_size)
+                              bundle.config.data.max_views, bundle.config.data.image_size,
+                              int(tokenizer.convert_tokens_to_ids(PLACEHOLDER)))
     data = manifest.to_dict() | {
         "serve_adapter_inside": f"vllm serve {out} --served-model-name r2genkg",
         "serve_adapter_outside": f"vllm serve {out} --served-model-name r2genkg-llm --enable-mm-embeds "
@@ -126,9 +127,12 @@ def load_adapter(export_dir: str | Path, store: StoreConfig | None = None) -> Mo
     from transformers import AutoTokenizer
 
     from encoders.state import load_state
-    from generator.checkpoint import build_model, check_fingerprint, read_fingerprint
-    from generator.decisions import read_thresholds
-    from retrieval.index import TokenIndex
+    from generator.checkpoint import (
+        build_model,
+        check_fingerprint,
+        load_bank_and_thresholds,
+        read_fingerprint,
+    )
 
     export_dir = Path(export_dir)
     manifest = ExportManifest.read(export_dir)
@@ -139,9 +143,7 @@ def load_adapter(export_dir: str | Path, store: StoreConfig | None = None) -> Mo
     try:
         check_fingerprint(read_fingerprint(directory), bundle, directory)
         load_state(bundle.model, load_file(str(export_dir / ADAPTER_FILE)), export_dir / ADAPTER_FILE)
-        if (directory / BANK_DIR).is_dir():
-            bundle.model.bank = TokenIndex.load(directory / BANK_DIR)
-        bundle.model.thresholds = read_thresholds(directory)
+        load_bank_and_thresholds(bundle.model, directory)
     except BaseException:
         bundle.close()
         raise

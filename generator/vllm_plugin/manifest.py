@@ -26,6 +26,7 @@ class ExportManifest:
     prompt_tokens: int         # T: every study's spliced prompt has this many positions
     max_views: int
     image_size: int
+    placeholder_id: int        # the placeholder's token id in the export's tokenizer
     placeholder: str = PLACEHOLDER
 
     @classmethod

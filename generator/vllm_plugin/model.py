@@ -96,9 +96,6 @@ class R2GenKGProcessingInfo(BaseProcessingInfo):
         # the prompt is the placeholders alone: the study's own <bos> is inside its embeddings
         return super().get_default_tok_params().with_kwargs(add_special_tokens=False)
 
-    def placeholder_id(self) -> int:
-        return int(self.get_tokenizer().convert_tokens_to_ids(self.manifest.placeholder))
-
 
 class R2GenKGDummyInputsBuilder(BaseDummyInputsBuilder[R2GenKGProcessingInfo]):
     def get_dummy_text(self, mm_counts: Mapping[str, int]) -> str:
@@ -150,7 +147,7 @@ class R2GenKGProcessor(BaseMultiModalProcessor[R2GenKGProcessingInfo]):
                             out_mm_kwargs: MultiModalKwargsItems) -> Sequence[PromptUpdate]:
         if "image" not in mm_items:   # every item came from the cache, with its update
             return []
-        token = self.info.placeholder_id()
+        token = self.info.manifest.placeholder_id
         items = mm_items.get_items("image", (ImageEmbeddingItems, ImageProcessorItems))
         if isinstance(items, ImageEmbeddingItems):
             def count(i: int) -> int:
@@ -199,13 +196,7 @@ class R2GenKGForConditionalGeneration(nn.Module, SupportsMultiModal):
                 vllm_config=vllm_config, hf_config=config, prefix=maybe_prefix(prefix, "language_model"),
                 architectures=[self.manifest.llm_architecture])
         self.make_empty_intermediate_tensors = self.language_model.make_empty_intermediate_tensors
-        self.configure_mm_token_handling(config.get_text_config().vocab_size, [self._placeholder_id(model_config)])
-
-    def _placeholder_id(self, model_config: Any) -> int:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model_config.tokenizer, local_files_only=True)
-        return int(tokenizer.convert_tokens_to_ids(self.manifest.placeholder))
+        self.configure_mm_token_handling(config.get_text_config().vocab_size, [self.manifest.placeholder_id])
 
     # ---- the image tower: views → the study's spliced prompt ----
     def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:

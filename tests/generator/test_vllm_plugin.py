@@ -91,6 +91,7 @@ def test_the_export_names_the_plugin_and_its_template_writes_one_placeholder_per
     assert manifest.llm_architecture == "LlamaForCausalLM" and manifest.max_views == engine.max_views
     tok = AutoTokenizer.from_pretrained(export, local_files_only=True)
     placeholder = tok.convert_tokens_to_ids(PLACEHOLDER)
+    assert manifest.placeholder_id == placeholder
     assert placeholder >= engine.model.llm.config.vocab_size    # outside the LM's vocabulary: the plugin masks it
     assert tok.eos_token_id == engine.model.tokenizer.eos_token_id
     messages = [{"role": "user", "content": [{"type": "text", "text": "ignored"}, {"type": "image"},
